@@ -1,0 +1,1 @@
+"""The Faust app and its agents: thin shells around the pipeline core."""

@@ -1,0 +1,1 @@
+"""Usage-and-credit pipeline: usage events in, exact money out."""

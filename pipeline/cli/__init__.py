@@ -1,0 +1,41 @@
+"""The `usage-pipeline` command: one click group, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from pydantic import ValidationError
+
+from pipeline.settings import Settings
+
+
+def load_settings() -> Settings:
+    """Build the settings once, turning a bad environment into a one-line error."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise click.UsageError(f"bad setting {name}: {first['msg']}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Usage-and-credit pipeline for LLM gateways."""
+    ctx.obj = load_settings()
+
+
+def _register() -> None:
+    from pipeline.cli import db, dev
+
+    main.add_command(dev.dev)
+    main.add_command(db.db)
+
+
+_register()
+
+
+def run() -> None:  # pragma: no cover - thin wrapper for `python -m`
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Every setting of the pipeline, read once from the environment at the entry point.
+
+Nothing below the entry point reads ``os.environ``: build a ``Settings`` in the CLI (or a
+test) and pass it down.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Pipeline settings; each field names its environment variable."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="")
+
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    """DATABASE_URL: PostgreSQL conninfo; unset means the embedded server of `dev up`."""
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    """KAFKA_BOOTSTRAP_SERVERS: host:port list; unset means the broker of `dev up`."""
+
+    usage_topic: str = Field(default="usage.events", validation_alias="USAGE_TOPIC")
+    """USAGE_TOPIC: where gateways publish usage events."""
+
+    dlq_topic: str = Field(default="usage.events.dlq", validation_alias="DLQ_TOPIC")
+    """DLQ_TOPIC: rejected events with their reason and original bytes."""
+
+    alerts_topic: str = Field(default="credit.alerts", validation_alias="ALERTS_TOPIC")
+    """ALERTS_TOPIC: low / exhausted balance alerts for gateways."""
+
+    topic_partitions: int = Field(default=4, ge=1, validation_alias="TOPIC_PARTITIONS")
+    """TOPIC_PARTITIONS: partitions of the usage topic when the pipeline creates it."""
+
+    usd_per_credit: Decimal = Field(
+        default=Decimal("0.001"), gt=0, validation_alias="USD_PER_CREDIT"
+    )
+    """USD_PER_CREDIT: the USD value of one credit."""
+
+    low_balance_credits: int = Field(default=1000, ge=0, validation_alias="LOW_BALANCE_CREDITS")
+    """LOW_BALANCE_CREDITS: the low-water mark; crossing below it publishes an alert."""
+
+    max_future_skew_seconds: int = Field(
+        default=300, ge=0, validation_alias="MAX_FUTURE_SKEW_SECONDS"
+    )
+    """MAX_FUTURE_SKEW_SECONDS: how far in the future `started_at` may lie."""
+
+    batch_max_events: int = Field(default=500, ge=1, validation_alias="BATCH_MAX_EVENTS")
+    """BATCH_MAX_EVENTS: most events committed in one database transaction."""
+
+    batch_max_wait_ms: int = Field(default=50, ge=1, validation_alias="BATCH_MAX_WAIT_MS")
+    """BATCH_MAX_WAIT_MS: longest wait to fill a batch before committing it."""
+
+    state_dir: Path = Field(default=Path(".state"), validation_alias="USAGE_PIPELINE_STATE_DIR")
+    """USAGE_PIPELINE_STATE_DIR: data, logs and pid files of the local stack."""
+
+    worker_web_port: int = Field(default=6066, ge=0, validation_alias="WORKER_WEB_PORT")
+    """WORKER_WEB_PORT: the worker's web server (/metrics, live usage views)."""
+
+    worker_id: str = Field(default="usage-pipeline", validation_alias="WORKER_ID")
+    """WORKER_ID: the Faust app id, which is also the Kafka consumer group."""

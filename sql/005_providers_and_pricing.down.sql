@@ -1,0 +1,3 @@
+DROP TABLE pricing_configs;
+DROP TABLE model_provider_pricing;
+DROP TABLE providers;

@@ -1,0 +1,2 @@
+DROP TABLE user_credit_source;
+DROP TABLE user_credit_balance;

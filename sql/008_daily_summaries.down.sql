@@ -1,0 +1,2 @@
+DROP TABLE credit_usage_daily_summary;
+DROP TABLE token_usage_daily_summary;

@@ -19,6 +19,7 @@ class Reason(StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     NO_PRICING_CONFIG = "no_pricing_config"
     DUPLICATE_CONFLICT = "duplicate_conflict"
+    COST_OUT_OF_RANGE = "cost_out_of_range"
 
 
 class PipelineError(Exception):

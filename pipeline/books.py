@@ -1,0 +1,334 @@
+"""The books: one PostgreSQL transaction per batch of usage events.
+
+Reads what `booking.plan_batch` needs under the balance-row locks, then writes the plan:
+both ledgers by COPY, balances and sources by multi-row UPDATE, the daily rollups by
+multi-row upsert and the alert outbox; then hands the plan to `before_commit` (which
+dead-letters the rejected events, so a crash can repeat that but never skip it) and
+commits. Balance rows are locked in `user_id` order, so concurrent batches never deadlock on them.
+
+A request booked by a concurrent transaction surfaces as a unique violation: the whole
+batch is then retried and re-planned, and the retry sees the row as a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from pipeline.booking import BatchPlan, BookContext, Subscription, plan_batch
+from pipeline.deduction import Source
+from pipeline.events import Decoded, UsageEvent
+from pipeline.pricing import MarginConfig, Price
+from pipeline.rollup import model_days, user_days
+
+Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+
+
+async def book_batch(
+    conn: psycopg.AsyncConnection,
+    decoded: Sequence[Decoded],
+    usd_per_credit: Decimal,
+    low_water: int,
+    before_commit: Callable[[BatchPlan], Awaitable[None]],
+) -> BatchPlan:
+    """Plan and write one batch in one transaction; returns the committed plan."""
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute("SELECT now()")
+        row = await cur.fetchone()
+        assert row is not None
+        now: datetime = row[0]
+        events = [d for d in decoded if isinstance(d, UsageEvent)]
+        ctx = await load_context(cur, events)
+        plan = plan_batch(decoded, ctx, usd_per_credit, low_water, now)
+        await write_plan(cur, plan)
+        await before_commit(plan)
+    return plan
+
+
+async def load_context(cur: Cursor, events: list[UsageEvent]) -> BookContext:
+    users = sorted({e.user_id for e in events})
+    models = sorted({e.model for e in events})
+    requests = [e.request_id for e in events]
+
+    await cur.execute("SELECT id, name, api_type FROM providers WHERE is_enabled")
+    providers: dict[str, UUID] = {}
+    for pid, name, api_type in await cur.fetchall():
+        providers.setdefault(name.lower(), pid)
+        providers.setdefault(api_type.lower(), pid)
+
+    await cur.execute(
+        """
+        SELECT provider_id, model_name, input_price_per_1k, output_price_per_1k,
+               cache_input_price_per_1k, cache_hit_price_per_1k, effective_from, effective_until
+        FROM model_provider_pricing
+        WHERE is_active AND model_name = ANY(%s)
+        """,
+        (models,),
+    )
+    prices: dict[tuple[UUID, str], list[Price]] = defaultdict(list)
+    for r in await cur.fetchall():
+        prices[(r[0], r[1])].append(Price(*r))
+
+    await cur.execute(
+        """
+        SELECT id, scope_type, subscription_tier::text, provider_id, model_id,
+               margin_multiplier, effective_from, effective_until
+        FROM pricing_configs
+        WHERE approval_status = 'approved' AND is_active
+        """
+    )
+    margins = [MarginConfig(*r) for r in await cur.fetchall()]
+
+    await cur.execute("SELECT id FROM users WHERE id = ANY(%s)", (users,))
+    known = frozenset(r[0] for r in await cur.fetchall())
+
+    await cur.execute(
+        """
+        SELECT user_id, tier::text, status::text, current_period_start, current_period_end
+        FROM subscription_monetization
+        WHERE user_id = ANY(%s) AND status IN ('active', 'trial')
+        """,
+        (users,),
+    )
+    subscriptions: dict[UUID, list[Subscription]] = defaultdict(list)
+    for r in await cur.fetchall():
+        subscriptions[r[0]].append(Subscription(*r[1:]))
+
+    await cur.execute(
+        """
+        SELECT DISTINCT user_id FROM perpetual_license
+        WHERE user_id = ANY(%s) AND status = 'active' AND byok_enabled
+        """,
+        (users,),
+    )
+    byok = frozenset(r[0] for r in await cur.fetchall())
+
+    # Lock order: balance rows by user_id, the same in every money-moving transaction.
+    chargeable = sorted(known - byok)
+    await cur.execute(
+        """
+        INSERT INTO user_credit_balance (user_id, amount)
+        SELECT u, 0 FROM unnest(%s::uuid[]) AS u ORDER BY u
+        ON CONFLICT (user_id) DO NOTHING
+        """,
+        (chargeable,),
+    )
+    await cur.execute(
+        """
+        SELECT user_id, amount FROM user_credit_balance
+        WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE
+        """,
+        (chargeable,),
+    )
+    balances = {r[0]: r[1] for r in await cur.fetchall()}
+
+    await cur.execute(
+        """
+        SELECT user_id, id, amount, expires_at, created_at FROM user_credit_source
+        WHERE user_id = ANY(%s) AND amount > 0
+        """,
+        (chargeable,),
+    )
+    sources: dict[UUID, list[Source]] = defaultdict(list)
+    for r in await cur.fetchall():
+        sources[r[0]].append(Source(*r[1:]))
+
+    await cur.execute(
+        "SELECT request_id, event_fingerprint FROM token_usage_ledger WHERE request_id = ANY(%s)",
+        (requests,),
+    )
+    booked = {r[0]: bytes(r[1]) for r in await cur.fetchall()}
+
+    return BookContext(
+        providers=providers,
+        prices=dict(prices),
+        margins=margins,
+        known_users=known,
+        subscriptions=dict(subscriptions),
+        byok_users=byok,
+        balances=balances,
+        sources=dict(sources),
+        booked=booked,
+    )
+
+
+_DEDUCTION_COLUMNS = (
+    "id, user_id, amount, balance_before, balance_after, request_id, token_vendor_cost, "
+    "margin_multiplier, gross_margin, reason, status"
+)
+_USAGE_COLUMNS = (
+    "request_id, user_id, subscription_id, model_id, provider_id, input_tokens, output_tokens, "
+    "cached_input_tokens, cache_write_tokens, vendor_cost, margin_multiplier, credit_value_usd, "
+    "credits_deducted, request_type, streaming_segments, request_started_at, "
+    "request_completed_at, processing_time_ms, status, error_message, is_streaming_complete, "
+    "user_tier_at_request, region, deduction_record_id, event_fingerprint"
+)
+
+
+async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
+    if plan.deductions:
+        async with cur.copy(
+            f"COPY credit_deduction_ledger ({_DEDUCTION_COLUMNS}) FROM STDIN"
+        ) as copy:
+            for d in plan.deductions:
+                await copy.write_row(
+                    (
+                        d.id, d.user_id, d.amount, d.balance_before, d.balance_after,
+                        d.request_id, d.token_vendor_cost, d.margin_multiplier,
+                        d.gross_margin, d.reason, d.status,
+                    )
+                )  # fmt: skip
+    if plan.usage_rows:
+        async with cur.copy(f"COPY token_usage_ledger ({_USAGE_COLUMNS}) FROM STDIN") as copy:
+            for u in plan.usage_rows:
+                await copy.write_row(
+                    (
+                        u.request_id, u.user_id, u.subscription_id, u.model_id, u.provider_id,
+                        u.input_tokens, u.output_tokens, u.cached_input_tokens,
+                        u.cache_write_tokens, u.vendor_cost, u.margin_multiplier,
+                        u.credit_value_usd, u.credits_deducted, u.request_type,
+                        u.streaming_segments, u.request_started_at, u.request_completed_at,
+                        u.processing_time_ms, u.status, u.error_message,
+                        u.is_streaming_complete, u.user_tier_at_request, u.region,
+                        u.deduction_record_id, u.event_fingerprint,
+                    )
+                )  # fmt: skip
+    if plan.balances:
+        last = {d.user_id: -d.amount for d in plan.deductions}
+        users = sorted(plan.balances)
+        await cur.execute(
+            """
+            UPDATE user_credit_balance AS b
+            SET amount = v.amount, last_deduction_at = now(),
+                last_deduction_amount = v.last_amount, updated_at = now()
+            FROM unnest(%s::uuid[], %s::int[], %s::int[]) AS v(user_id, amount, last_amount)
+            WHERE b.user_id = v.user_id
+            """,
+            (users, [plan.balances[u] for u in users], [last[u] for u in users]),
+        )
+    if plan.source_amounts:
+        ids = sorted(plan.source_amounts)
+        await cur.execute(
+            """
+            UPDATE user_credit_source AS s SET amount = v.amount
+            FROM unnest(%s::uuid[], %s::int[]) AS v(id, amount)
+            WHERE s.id = v.id
+            """,
+            (ids, [plan.source_amounts[i] for i in ids]),
+        )
+    await _write_rollups(cur, plan)
+    if plan.alerts:
+        await cur.executemany(
+            """
+            INSERT INTO credit_alert_outbox (id, user_id, kind, balance, low_water, request_id)
+            VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING
+            """,
+            [
+                (a.id, a.user_id, a.kind.value, a.balance, a.low_water, a.request_id)
+                for a in plan.alerts
+            ],
+        )
+
+
+async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
+    days = user_days(plan.usage_rows)
+    if days:
+        keys = sorted(days)
+        rows = [days[k] for k in keys]
+        await cur.execute(
+            """
+            INSERT INTO token_usage_daily_summary AS t (
+                user_id, summary_date, total_requests, successful_requests, total_input_tokens,
+                total_output_tokens, total_processing_time_ms, total_vendor_cost,
+                total_credits_deducted, total_gross_margin, avg_request_latency_ms, success_rate)
+            SELECT v.*, round(v.latency::numeric / v.requests), round(100.0 * v.ok / v.requests, 2)
+            FROM unnest(%s::uuid[], %s::date[], %s::int[], %s::int[], %s::int[], %s::int[],
+                        %s::bigint[], %s::numeric[], %s::int[], %s::numeric[])
+                AS v(user_id, day, requests, ok, input, output, latency, cost, credits, margin)
+            ON CONFLICT (user_id, summary_date) DO UPDATE SET
+                total_requests = t.total_requests + EXCLUDED.total_requests,
+                successful_requests = t.successful_requests + EXCLUDED.successful_requests,
+                total_input_tokens = t.total_input_tokens + EXCLUDED.total_input_tokens,
+                total_output_tokens = t.total_output_tokens + EXCLUDED.total_output_tokens,
+                total_processing_time_ms =
+                    t.total_processing_time_ms + EXCLUDED.total_processing_time_ms,
+                total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
+                total_credits_deducted = t.total_credits_deducted + EXCLUDED.total_credits_deducted,
+                total_gross_margin = t.total_gross_margin + EXCLUDED.total_gross_margin,
+                avg_request_latency_ms = round(
+                    (t.total_processing_time_ms + EXCLUDED.total_processing_time_ms)::numeric
+                    / (t.total_requests + EXCLUDED.total_requests)),
+                success_rate = round(
+                    100.0 * (t.successful_requests + EXCLUDED.successful_requests)
+                    / (t.total_requests + EXCLUDED.total_requests), 2)
+            """,
+            (
+                [k[0] for k in keys], [k[1] for k in keys],
+                [r.requests for r in rows], [r.successful_requests for r in rows],
+                [r.input_tokens for r in rows], [r.output_tokens for r in rows],
+                [r.processing_time_ms for r in rows], [r.vendor_cost for r in rows],
+                [r.credits for r in rows], [r.gross_margin for r in rows],
+            ),
+        )  # fmt: skip
+        charged = [k for k in keys if days[k].deductions]
+        if charged:
+            await cur.execute(
+                """
+                INSERT INTO credit_usage_daily_summary AS t (
+                    user_id, summary_date, total_deductions, total_requests,
+                    total_vendor_cost, total_gross_margin)
+                SELECT * FROM unnest(%s::uuid[], %s::date[], %s::int[], %s::int[],
+                                     %s::numeric[], %s::numeric[])
+                ON CONFLICT (user_id, summary_date) DO UPDATE SET
+                    total_deductions = t.total_deductions + EXCLUDED.total_deductions,
+                    total_requests = t.total_requests + EXCLUDED.total_requests,
+                    total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
+                    total_gross_margin = t.total_gross_margin + EXCLUDED.total_gross_margin
+                """,
+                (
+                    [k[0] for k in charged], [k[1] for k in charged],
+                    [days[k].credits for k in charged], [days[k].deductions for k in charged],
+                    [days[k].deducted_vendor_cost for k in charged],
+                    [days[k].deducted_gross_margin for k in charged],
+                ),
+            )  # fmt: skip
+    models = model_days(plan.usage_rows)
+    if models:
+        keys3 = sorted(models, key=lambda k: (k[0], str(k[1]), k[2]))
+        m = [models[k] for k in keys3]
+        await cur.execute(
+            """
+            INSERT INTO model_usage_daily_summary AS t (
+                summary_date, provider_id, model_id, total_requests, total_input_tokens,
+                total_output_tokens, total_cached_input_tokens, total_cache_write_tokens,
+                total_vendor_cost, total_credits_deducted, total_credit_value_usd)
+            SELECT * FROM unnest(%s::date[], %s::uuid[], %s::text[], %s::bigint[], %s::bigint[],
+                                 %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[],
+                                 %s::bigint[], %s::numeric[])
+            ON CONFLICT (summary_date, provider_id, model_id) DO UPDATE SET
+                total_requests = t.total_requests + EXCLUDED.total_requests,
+                total_input_tokens = t.total_input_tokens + EXCLUDED.total_input_tokens,
+                total_output_tokens = t.total_output_tokens + EXCLUDED.total_output_tokens,
+                total_cached_input_tokens =
+                    t.total_cached_input_tokens + EXCLUDED.total_cached_input_tokens,
+                total_cache_write_tokens =
+                    t.total_cache_write_tokens + EXCLUDED.total_cache_write_tokens,
+                total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
+                total_credits_deducted = t.total_credits_deducted + EXCLUDED.total_credits_deducted,
+                total_credit_value_usd = t.total_credit_value_usd + EXCLUDED.total_credit_value_usd,
+                updated_at = now()
+            """,
+            (
+                [k[0] for k in keys3], [k[1] for k in keys3], [k[2] for k in keys3],
+                [x.requests for x in m], [x.input_tokens for x in m],
+                [x.output_tokens for x in m], [x.cached_input_tokens for x in m],
+                [x.cache_write_tokens for x in m], [x.vendor_cost for x in m],
+                [x.credits for x in m], [x.credit_value_usd for x in m],
+            ),
+        )  # fmt: skip

@@ -1,0 +1,75 @@
+"""Deduction planning: which credit sources pay, and when a balance crosses an alert mark.
+
+Sources pay soonest-expiring first, sources without expiry last, then oldest first;
+expired or empty sources never pay. Usage that already happened is never refused: what
+the sources cannot cover is an overdraft and the balance goes negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One row of `user_credit_source`."""
+
+    id: UUID
+    amount: int
+    expires_at: datetime | None
+    created_at: datetime
+
+    def usable(self, now: datetime) -> bool:
+        return self.amount > 0 and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    source_id: UUID
+    credits: int
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePlan:
+    takes: tuple[Take, ...]
+    overdraft: int
+
+
+def spending_order(sources: list[Source], now: datetime) -> list[Source]:
+    """Usable sources in the order they pay."""
+    usable = [s for s in sources if s.usable(now)]
+    return sorted(
+        usable,
+        key=lambda s: (s.expires_at is None, s.expires_at or s.created_at, s.created_at, s.id),
+    )
+
+
+def take_credits(sources: list[Source], credits: int, now: datetime) -> SourcePlan:
+    """Take `credits` from the sources in spending order; the rest is overdraft."""
+    remaining = credits
+    takes = []
+    for source in spending_order(sources, now):
+        if remaining == 0:
+            break
+        taken = min(source.amount, remaining)
+        takes.append(Take(source.id, taken))
+        remaining -= taken
+    return SourcePlan(tuple(takes), remaining)
+
+
+class AlertKind(StrEnum):
+    LOW_BALANCE = "low_balance"
+    EXHAUSTED = "exhausted"
+
+
+def crossings(before: int, after: int, low_water: int) -> list[AlertKind]:
+    """Alerts raised by one balance change: each mark once, when crossed downwards."""
+    alerts = []
+    if before >= low_water > after:
+        alerts.append(AlertKind.LOW_BALANCE)
+    if before > 0 >= after:
+        alerts.append(AlertKind.EXHAUSTED)
+    return alerts

@@ -1,0 +1,147 @@
+"""Pricing: the vendor price in effect, the margin that applies, and the credits charged.
+
+Pure functions over reference rows loaded by the caller. Money is `Decimal` throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from uuid import UUID
+
+PER_TOKENS = Decimal(1000)
+VENDOR_COST_EXPONENT = Decimal("0.00000001")  # NUMERIC(10,8) of token_usage_ledger.vendor_cost
+MAX_VENDOR_COST = Decimal("99.99999999")
+SCOPE_RANK = {"combination": 4, "model": 3, "provider": 2, "tier": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """One row of `model_provider_pricing` (prices per 1,000 tokens)."""
+
+    provider_id: UUID
+    model_name: str
+    input_per_1k: Decimal
+    output_per_1k: Decimal
+    cache_input_per_1k: Decimal | None
+    cache_hit_per_1k: Decimal | None
+    effective_from: datetime
+    effective_until: datetime | None
+
+    def in_effect(self, at: datetime) -> bool:
+        return self.effective_from <= at and (
+            self.effective_until is None or at < self.effective_until
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MarginConfig:
+    """One approved, active row of `pricing_configs`."""
+
+    id: UUID
+    scope_type: str
+    tier: str | None
+    provider_id: UUID | None
+    model_id: str | None
+    multiplier: Decimal
+    effective_from: datetime
+    effective_until: datetime | None
+
+    def in_effect(self, at: datetime) -> bool:
+        return self.effective_from <= at and (
+            self.effective_until is None or at < self.effective_until
+        )
+
+    def matches(self, tier: str, provider_id: UUID, model: str) -> bool:
+        """Every scope field the config sets must equal the request's."""
+        if self.scope_type not in SCOPE_RANK:
+            return False
+        checks = (
+            (self.tier, tier),
+            (self.provider_id, provider_id),
+            (self.model_id, model),
+        )
+        set_fields = [(mine, theirs) for mine, theirs in checks if mine is not None]
+        return bool(set_fields) and all(mine == theirs for mine, theirs in set_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCounts:
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one request costs us and what it costs the user."""
+
+    vendor_cost: Decimal
+    margin_multiplier: Decimal
+    credits: int
+    credit_value_usd: Decimal
+
+
+def price_in_effect(prices: list[Price], at: datetime) -> Price | None:
+    """The price of one model at `at`; the latest `effective_from` wins an overlap."""
+    candidates = [p for p in prices if p.in_effect(at)]
+    return max(candidates, key=lambda p: p.effective_from) if candidates else None
+
+
+def resolve_margin(
+    configs: list[MarginConfig], tier: str, provider_id: UUID, model: str, at: datetime
+) -> MarginConfig | None:
+    """Most specific matching config: combination > model > provider > tier; then newest."""
+    candidates = [c for c in configs if c.in_effect(at) and c.matches(tier, provider_id, model)]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (SCOPE_RANK[c.scope_type], c.effective_from, str(c.id)))
+
+
+def vendor_cost(tokens: TokenCounts, price: Price) -> Decimal:
+    """USD cost at the vendor, rounded half-even to the ledger's 8 decimals.
+
+    Uncached input at the input price, cache hits at the cache-hit price, cache writes at
+    the cache-input price (input price when a cache price is unset), output at the output
+    price.
+    """
+    uncached = tokens.input_tokens - tokens.cached_input_tokens - tokens.cache_write_tokens
+    hit_price = price.cache_hit_per_1k if price.cache_hit_per_1k is not None else price.input_per_1k
+    write_price = (
+        price.cache_input_per_1k if price.cache_input_per_1k is not None else price.input_per_1k
+    )
+    exact = (
+        uncached * price.input_per_1k
+        + tokens.cached_input_tokens * hit_price
+        + tokens.cache_write_tokens * write_price
+        + tokens.output_tokens * price.output_per_1k
+    ) / PER_TOKENS
+    return exact.quantize(VENDOR_COST_EXPONENT, rounding=ROUND_HALF_EVEN)
+
+
+def credits_for(cost: Decimal, multiplier: Decimal, usd_per_credit: Decimal) -> int:
+    """ceil(vendor_cost x margin / USD_PER_CREDIT); zero cost gives zero credits."""
+    if cost <= 0:
+        return 0
+    return int((cost * multiplier / usd_per_credit).to_integral_value(rounding=ROUND_CEILING))
+
+
+def charge(
+    tokens: TokenCounts, price: Price, multiplier: Decimal, usd_per_credit: Decimal
+) -> Charge:
+    cost = vendor_cost(tokens, price)
+    credits = credits_for(cost, multiplier, usd_per_credit)
+    return Charge(
+        vendor_cost=cost,
+        margin_multiplier=multiplier,
+        credits=credits,
+        credit_value_usd=credits * usd_per_credit,
+    )
+
+
+FREE_CHARGE = Charge(
+    vendor_cost=Decimal(0), margin_multiplier=Decimal(0), credits=0, credit_value_usd=Decimal(0)
+)
+"""What a BYOK request costs: the user pays the vendor with their own key."""

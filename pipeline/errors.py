@@ -20,6 +20,7 @@ class Reason(StrEnum):
     NO_PRICING_CONFIG = "no_pricing_config"
     DUPLICATE_CONFLICT = "duplicate_conflict"
     COST_OUT_OF_RANGE = "cost_out_of_range"
+    DATABASE_REJECTED = "database_rejected"
 
 
 class PipelineError(Exception):

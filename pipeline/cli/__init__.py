@@ -28,10 +28,13 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import db, dev
+    from pipeline.cli import db, dev, events, worker
 
     main.add_command(dev.dev)
     main.add_command(db.db)
+    main.add_command(worker.worker)
+    main.add_command(events.publish)
+    main.add_command(events.dlq_group)
 
 
 _register()

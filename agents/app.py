@@ -1,0 +1,131 @@
+"""The Faust app: topics, the usage agent and the alert publisher, built from settings.
+
+The agent is a thin shell: take a batch, hand it to `pipeline.consume.Booker`, and let
+Faust acknowledge the offsets only once the batch is committed in PostgreSQL. A batch
+that cannot be committed must never be acknowledged, so on any failure to book it the
+process stops at once without committing offsets; the next start redelivers the batch
+and the idempotent books absorb it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import faust
+from psycopg_pool import AsyncConnectionPool
+
+from pipeline.consume import Booker, BookingConfig
+from pipeline.dlq import SourceMessage
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXIT_BATCH_NOT_BOOKED = 70
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.App:
+    app = faust.App(
+        settings.worker_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_bind="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        stream_wait_empty=False,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+    )
+    usage = app.topic(
+        settings.usage_topic,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.topic_partitions,
+    )
+    app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, partitions=1)
+    app.topic(settings.alerts_topic, key_type=bytes, value_type=bytes, partitions=1)
+
+    pool = AsyncConnectionPool(database_url, open=False, min_size=1, max_size=4)
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: list[Any]) -> None:
+        await app.producer.send_and_wait(topic, key, value, None, None, headers)
+
+    booker = Booker(
+        pool,
+        send,
+        BookingConfig(
+            dlq_topic=settings.dlq_topic,
+            alerts_topic=settings.alerts_topic,
+            usd_per_credit=settings.usd_per_credit,
+            low_water=settings.low_balance_credits,
+            max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+        ),
+    )
+    app.booker = booker  # type: ignore[attr-defined]
+
+    @app.agent(usage)
+    async def book_usage(stream: faust.StreamT[bytes]) -> None:
+        await pool.open(wait=False)
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_max_events, within=settings.batch_max_wait_ms / 1000
+        )
+        async for events in batches:
+            await _book_or_die(booker, [_source(e) for e in events])
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def flush_alerts() -> None:
+        try:
+            await booker.publish_alerts()
+        except Exception as exc:  # the outbox keeps them; next tick retries
+            log.warning("alert publishing failed, will retry: %r", exc)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _stopping(app: faust.App, **kwargs: Any) -> None:
+        booker.stopping.set()
+
+    return app
+
+
+def _source(event: faust.EventT[bytes]) -> SourceMessage:
+    message = event.message
+    return SourceMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+    )
+
+
+async def _book_or_die(booker: Booker, messages: Sequence[SourceMessage]) -> None:
+    """Book the batch; if that cannot happen, exit before Faust acknowledges it."""
+    task = asyncio.ensure_future(booker.handle(messages))
+    try:
+        await asyncio.shield(task)
+        return
+    except asyncio.CancelledError:
+        booker.stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_SECONDS)
+        except BaseException as exc:
+            _die(f"stopping with an unbooked batch of {len(messages)}: {exc!r}")
+        raise
+    except BaseException as exc:
+        _die(f"batch of {len(messages)} could not be booked: {exc!r}")
+
+
+def _die(why: str) -> None:
+    log.critical("%s; exiting without acknowledging it (it will be redelivered)", why)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_NOT_BOOKED)

@@ -1,0 +1,90 @@
+"""`usage-pipeline publish` and `usage-pipeline dlq show|replay`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from pipeline import dlq, kafka_io
+from pipeline.cli.common import stack_urls
+from pipeline.settings import Settings
+
+
+@click.command()
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
+@click.option("--topic", default=None, help="Target topic (default: the usage topic).")
+@click.pass_obj
+def publish(settings: Settings, source: Path, topic: str | None) -> None:
+    """Publish JSONL usage events from SOURCE (a file, or - for stdin), keyed by user_id."""
+    _, bootstrap = stack_urls(settings)
+    if str(source) == "-":
+        lines = [line for line in sys.stdin.buffer.read().splitlines() if line.strip()]
+    else:
+        if not source.is_file():
+            raise click.BadParameter(f"no such file: {source}", param_hint="SOURCE")
+        lines = [line for line in source.read_bytes().splitlines() if line.strip()]
+    records = ((kafka_io.user_key(line), line, list[tuple[str, bytes]]()) for line in lines)
+    with click.progressbar(length=len(lines), label="publishing", file=sys.stderr) as bar:
+        sent = asyncio.run(
+            kafka_io.publish(bootstrap, topic or settings.usage_topic, records, bar.update)
+        )
+    click.echo(f"published {sent} events to {topic or settings.usage_topic}")
+
+
+@click.group(name="dlq")
+def dlq_group() -> None:
+    """Inspect and replay the dead-letter topic."""
+
+
+async def _letters(settings: Settings, reason: str | None) -> list[dlq.DeadLetter]:
+    _, bootstrap = stack_urls(settings)
+    letters = []
+    async for record in kafka_io.read_all(bootstrap, settings.dlq_topic):
+        try:
+            letter = dlq.from_record(record.headers, record.key, record.value)
+        except ValueError:
+            continue
+        if reason is None or letter.reason == reason:
+            letters.append(letter)
+    return letters
+
+
+@dlq_group.command()
+@click.option("--reason", default=None, help="Only records with this reason code.")
+@click.option("--limit", default=20, show_default=True, help="Records to list (0: counts only).")
+@click.pass_obj
+def show(settings: Settings, reason: str | None, limit: int) -> None:
+    """Count dead-letter records by reason and list the latest ones."""
+    letters = asyncio.run(_letters(settings, reason))
+    counts = Counter(letter.reason for letter in letters)
+    click.echo(f"{len(letters)} dead-letter records")
+    for why, n in counts.most_common():
+        click.echo(f"  {why:<22} {n}")
+    for letter in letters[-limit:] if limit else []:
+        value = (letter.value or b"").decode(errors="replace")
+        click.echo(
+            f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset} "
+            f"{letter.reason}: {letter.detail}\n    {value[:200]}"
+        )
+
+
+@dlq_group.command()
+@click.option("--reason", default=None, help="Only replay records with this reason code.")
+@click.pass_obj
+def replay(settings: Settings, reason: str | None) -> None:
+    """Re-publish dead-lettered events, byte for byte, to the topic they came from."""
+    letters = asyncio.run(_letters(settings, reason))
+    _, bootstrap = stack_urls(settings)
+    by_topic: dict[str, list[dlq.DeadLetter]] = {}
+    for letter in letters:
+        by_topic.setdefault(letter.source_topic, []).append(letter)
+    for topic, group in by_topic.items():
+        records = ((x.key, x.value or b"", list[tuple[str, bytes]]()) for x in group)
+        sent = asyncio.run(kafka_io.publish(bootstrap, topic, records))
+        click.echo(f"replayed {sent} records to {topic}")
+    if not letters:
+        click.echo("nothing to replay")

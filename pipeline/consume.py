@@ -1,0 +1,198 @@
+"""Booking consumed batches: decode, book in PostgreSQL with retries, dead-letter, alert.
+
+Independent of Faust: the agent hands over raw messages and a `send` function. Nothing
+here returns before the batch is either committed or the process is told it cannot be
+(`BatchNotBooked`), because the caller acknowledges the offsets right after.
+
+Failures, as data:
+* retriable (connection lost, serialization failure, deadlock, a request booked by a
+  concurrent batch, Kafka send failed): the whole transaction is retried with backoff;
+* a permanent database error (a value the schema refuses): the batch is split in halves
+  until the one event that causes it is alone, and that event is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from pipeline import books
+from pipeline.booking import BatchPlan
+from pipeline.dlq import SourceMessage, dead_letter, to_headers
+from pipeline.errors import Reason
+from pipeline.events import Decoded, Rejection, decode
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+"""send(topic, key, value, headers): publish one record and wait for the broker's ack."""
+
+RETRIABLE_DB_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.AdminShutdown,
+    psycopg.errors.CannotConnectNow,
+    PoolTimeout,
+)
+
+
+class BatchNotBooked(Exception):
+    """The worker is stopping before the batch could be committed."""
+
+
+@dataclass(frozen=True)
+class BookingConfig:
+    dlq_topic: str
+    alerts_topic: str
+    usd_per_credit: Decimal
+    low_water: int
+    max_future_skew: timedelta
+    max_backoff_seconds: float = 5.0
+
+
+@dataclass
+class BatchResult:
+    """What a committed batch did, for metrics and logs."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    credits: int = 0
+    retries: int = 0
+    plans: list[BatchPlan] = field(default_factory=list)
+
+
+class Booker:
+    def __init__(self, pool: AsyncConnectionPool, send: Send, config: BookingConfig) -> None:
+        self.pool = pool
+        self.send = send
+        self.config = config
+        self.stopping = asyncio.Event()
+
+    async def handle(self, messages: Sequence[SourceMessage]) -> BatchResult:
+        now = datetime.now(UTC)
+        decoded = [decode(m.value, now, self.config.max_future_skew) for m in messages]
+        result = BatchResult()
+        await self._book(list(messages), decoded, result)
+        if any(p.alerts for p in result.plans):
+            await self.publish_alerts()
+        return result
+
+    async def _book(
+        self, messages: list[SourceMessage], decoded: list[Decoded], result: BatchResult
+    ) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    plan = await books.book_batch(
+                        conn,
+                        decoded,
+                        self.config.usd_per_credit,
+                        self.config.low_water,
+                        lambda plan: self._dead_letter(messages, plan),
+                    )
+                _tally(plan, result)
+                return
+            except (*RETRIABLE_DB_ERRORS, KafkaSendError) as exc:
+                attempt += 1
+                result.retries += 1
+                delay = min(self.config.max_backoff_seconds, 0.05 * 2**attempt)
+                log.warning(
+                    "batch of %d: retry %d in %.2fs: %r", len(messages), attempt, delay, exc
+                )
+                if self.stopping.is_set():
+                    raise BatchNotBooked(str(exc)) from exc
+                await asyncio.sleep(delay * (0.5 + random.random()))
+            except psycopg.Error as exc:
+                if len(messages) == 1:
+                    decoded = [Rejection(Reason.DATABASE_REJECTED, _one_line(exc))]
+                    continue
+                half = len(messages) // 2
+                log.warning("batch of %d refused (%r): splitting", len(messages), exc)
+                await self._book(messages[:half], decoded[:half], result)
+                await self._book(messages[half:], decoded[half:], result)
+                return
+
+    async def _dead_letter(self, messages: list[SourceMessage], plan: BatchPlan) -> None:
+        at = datetime.now(UTC)
+        sends = []
+        for position, rejection in plan.rejections():
+            letter = dead_letter(messages[position], rejection.reason, rejection.detail, at)
+            sends.append(
+                self.send(
+                    self.config.dlq_topic, letter.key, letter.value or b"", to_headers(letter)
+                )
+            )
+        try:
+            await asyncio.gather(*sends)
+        except Exception as exc:
+            raise KafkaSendError(repr(exc)) from exc
+
+    async def publish_alerts(self) -> int:
+        """Publish the outbox's pending alerts; returns how many were published."""
+        published = 0
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(
+                """
+                SELECT id, user_id, kind, balance, low_water, request_id, created_at
+                FROM credit_alert_outbox WHERE published_at IS NULL
+                ORDER BY created_at LIMIT 1000 FOR UPDATE SKIP LOCKED
+                """
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                return 0
+            await asyncio.gather(*(self._send_alert(r) for r in rows))
+            await cur.execute(
+                "UPDATE credit_alert_outbox SET published_at = now() WHERE id = ANY(%s)",
+                ([r[0] for r in rows],),
+            )
+            published = len(rows)
+        return published
+
+    async def _send_alert(self, row: tuple[Any, ...]) -> None:
+        alert_id, user_id, kind, balance, low_water, request_id, created_at = row
+        value = {
+            "alert_id": str(alert_id),
+            "user_id": str(user_id),
+            "kind": kind,
+            "balance": balance,
+            "low_water": low_water,
+            "request_id": str(request_id) if request_id else None,
+            "created_at": created_at.isoformat(),
+        }
+        await self.send(
+            self.config.alerts_topic, str(user_id).encode(), json.dumps(value).encode(), []
+        )
+
+
+class KafkaSendError(Exception):
+    """A dead-letter record could not be published; the batch is retried."""
+
+
+def _tally(plan: BatchPlan, result: BatchResult) -> None:
+    result.plans.append(plan)
+    for outcome in plan.outcomes:
+        result.outcomes[outcome.kind] = result.outcomes.get(outcome.kind, 0) + 1
+        if outcome.rejection is not None:
+            reason = outcome.rejection.reason.value
+            result.rejected[reason] = result.rejected.get(reason, 0) + 1
+    result.credits += sum(-d.amount for d in plan.deductions)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]

@@ -1,0 +1,89 @@
+"""Kafka at the edges of the CLI: publish records, read a topic from start to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def user_key(line: bytes) -> bytes | None:
+    """The partition key of a usage event: its user_id, or none for unparseable input."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    user = data.get("user_id") if isinstance(data, dict) else None
+    return str(user).encode() if user is not None else None
+
+
+async def publish(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]]]],
+    on_sent: Callable[[int], None] = lambda n: None,
+) -> int:
+    """Publish (key, value, headers) records, waiting for every broker ack; returns the count."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1 << 20
+    )
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for key, value, headers in records:
+            pending.append(await producer.send(topic, value=value, key=key, headers=headers))
+            if len(pending) >= 5000:
+                sent += await _settle(pending, on_sent)
+        sent += await _settle(pending, on_sent)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def _settle(pending: list, on_sent: Callable[[int], None]) -> int:  # type: ignore[type-arg]
+    for fut in pending:
+        await fut
+    count = len(pending)
+    on_sent(count)
+    pending.clear()
+    return count
+
+
+async def read_all(bootstrap: str, topic: str) -> AsyncIterator[Record]:
+    """Every record of `topic` present now, without joining a consumer group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer.client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, messages in batch.items():
+                for m in messages:
+                    if m.offset < ends[tp]:
+                        yield Record(m.partition, m.offset, m.key, m.value, tuple(m.headers))
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,116 @@
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from uuid import uuid4
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.booking import BookContext, Subscription, plan_batch, tier_at
+from pipeline.deduction import AlertKind, Source
+from pipeline.errors import Reason
+from pipeline.events import Rejection, UsageEvent
+from pipeline.pricing import MarginConfig, Price
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+OPENAI = uuid4()
+USER, BYOK, STRANGER = uuid4(), uuid4(), uuid4()
+USD = Decimal("0.001")
+
+
+def ctx(balance=1000, sources=None, booked=None):
+    return BookContext(
+        providers={"openai": OPENAI},
+        prices={(OPENAI, "gpt-4o"): [
+            Price(OPENAI, "gpt-4o", Decimal("0.005"), Decimal("0.015"), None, None, T0, None)]},
+        margins=[MarginConfig(uuid4(), "tier", "free", None, None, Decimal("2"), T0, None),
+                 MarginConfig(uuid4(), "tier", "pro", None, None, Decimal("1.5"), T0, None)],
+        known_users=frozenset({USER, BYOK}),
+        subscriptions={USER: [Subscription("pro", "active", T0, NOW + timedelta(days=1))]},
+        byok_users=frozenset({BYOK}),
+        balances={USER: balance},
+        sources={USER: sources if sources is not None else [Source(uuid4(), balance, None, T0)]},
+        booked=booked or {},
+    )  # fmt: skip
+
+
+def ev(user=USER, inp=1000, out=2000, model="gpt-4o", rid=None):
+    return UsageEvent(
+        request_id=rid or uuid4(), user_id=user, provider="openai", model=model,
+        input_tokens=inp, output_tokens=out, started_at=NOW, completed_at=NOW,
+    )  # fmt: skip
+
+
+def test_charge_chain_and_sources_for_one_user():
+    plan = plan_batch([ev(), ev(), ev()], ctx(balance=1000), USD, 100, NOW)
+    assert [d.amount for d in plan.deductions] == [-53, -53, -53]
+    assert [(d.balance_before, d.balance_after) for d in plan.deductions] == [
+        (1000, 947), (947, 894), (894, 841)]  # fmt: skip
+    assert plan.balances == {USER: 841}
+    assert list(plan.source_amounts.values()) == [841]
+    assert all(r.user_tier_at_request == "pro" for r in plan.usage_rows)
+
+
+def test_byok_is_recorded_free_without_deduction():
+    plan = plan_batch([ev(user=BYOK)], ctx(), USD, 100, NOW)
+    [row] = plan.usage_rows
+    assert row.credits_deducted == 0 and row.vendor_cost == 0 and row.deduction_record_id is None
+    assert row.user_tier_at_request == "perpetual"
+    assert plan.deductions == [] and plan.outcomes[0].kind == "byok"
+
+
+def test_duplicates_within_batch_and_against_the_ledger():
+    first = ev()
+    same = first.model_copy()
+    different = first.model_copy(update={"output_tokens": 1})
+    booked = ev()
+    plan = plan_batch(
+        [first, same, different, booked],
+        ctx(booked={booked.request_id: booked.fingerprint()}),
+        USD, 100, NOW,
+    )  # fmt: skip
+    kinds = [o.kind for o in plan.outcomes]
+    assert kinds == ["charged", "duplicate", "rejected", "duplicate"]
+    assert plan.outcomes[2].rejection.reason is Reason.DUPLICATE_CONFLICT
+    assert len(plan.deductions) == 1
+
+
+def test_rejections_keep_their_position():
+    plan = plan_batch(
+        [Rejection(Reason.MALFORMED_JSON, "x"), ev(user=STRANGER), ev(model="gpt-9")],
+        ctx(), USD, 100, NOW,
+    )  # fmt: skip
+    assert [(p, r.reason) for p, r in plan.rejections()] == [
+        (0, Reason.MALFORMED_JSON), (1, Reason.UNKNOWN_USER), (2, Reason.UNKNOWN_MODEL)]  # fmt: skip
+    assert plan.usage_rows == []
+
+
+def test_overdraft_is_recorded_and_each_alert_fires_once():
+    plan = plan_batch([ev(), ev(), ev()], ctx(balance=120), USD, 100, NOW)
+    assert [d.balance_after for d in plan.deductions] == [67, 14, -39]
+    assert [d.status for d in plan.deductions] == ["completed", "completed", "overdraft"]
+    assert [a.kind for a in plan.alerts] == [AlertKind.LOW_BALANCE, AlertKind.EXHAUSTED]
+    assert plan.source_amounts and min(plan.source_amounts.values()) == 0
+
+
+def test_tier_falls_back_to_free_outside_the_subscription_period():
+    subs = [Subscription("pro", "active", T0, T0 + timedelta(days=30)),
+            Subscription("pro_max", "cancelled", T0, NOW + timedelta(days=1))]  # fmt: skip
+    assert tier_at(subs, T0 + timedelta(days=1)) == "pro"
+    assert tier_at(subs, T0 + timedelta(days=31)) == "free"
+
+
+@settings(max_examples=50)
+@given(st.lists(st.tuples(st.integers(0, 50_000), st.integers(0, 50_000)), max_size=60),
+       st.integers(-500, 5000))  # fmt: skip
+def test_chain_is_exact_for_any_stream(tokens, balance):
+    events = [ev(inp=i, out=o) for i, o in tokens]
+    sources = [Source(uuid4(), max(balance, 0), None, T0)]
+    plan = plan_batch(events, ctx(balance=balance, sources=sources), USD, 100, NOW)
+    running = balance
+    for d in plan.deductions:
+        assert d.balance_before == running and d.balance_after == running + d.amount < running
+        running = d.balance_after
+    assert plan.balances.get(USER, balance) == running
+    charged = sum(r.credits_deducted for r in plan.usage_rows)
+    assert running == balance - charged

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +88,27 @@ async def read_all(bootstrap: str, topic: str) -> AsyncIterator[Record]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+    """Messages of `topic` not yet committed by `group`; None before its first commit."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer.client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        ends = await consumer.end_offsets(tps)
+        mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+        if not mine and any(ends.values()):
+            return None
+        lag: int = sum(max(0, int(ends[tp]) - max(int(mine.get(tp, 0)), 0)) for tp in tps)
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()

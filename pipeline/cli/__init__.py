@@ -28,13 +28,14 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import db, dev, events, worker
+    from pipeline.cli import db, demo, dev, events, worker
 
     main.add_command(dev.dev)
     main.add_command(db.db)
     main.add_command(worker.worker)
     main.add_command(events.publish)
     main.add_command(events.dlq_group)
+    main.add_command(demo.demo_command)
 
 
 _register()

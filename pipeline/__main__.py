@@ -1,0 +1,5 @@
+"""`python -m pipeline` is `usage-pipeline`."""
+
+from pipeline.cli import main
+
+main()

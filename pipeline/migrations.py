@@ -149,11 +149,13 @@ def plan_migrate(
             )
     done = {record.version for record in applied}
     pending = [m for m in migrations if m.version not in done]
-    if pending and done and pending[0].version < max(done):
-        raise MigrationError(
-            f"migration {pending[0].name} is older than the applied migration "
-            f"{max(done):03d}; give it a number above the applied ones"
-        )
+    if pending and applied:
+        latest = max(applied, key=lambda record: record.version)
+        if pending[0].version < latest.version:
+            raise MigrationError(
+                f"migration {pending[0].name} is older than the applied migration "
+                f"{latest.name}; give it a number above the applied ones"
+            )
     return pending
 
 

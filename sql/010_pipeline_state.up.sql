@@ -3,7 +3,10 @@
 --    raised them and published afterwards, so a crash between commit and publish loses none;
 --  * exact sums behind the summaries' derived columns (avg latency, success rate), so a
 --    rollup increment never averages an average;
---  * model_usage_daily_summary: per day, provider and model, for margin analysis.
+--  * model_usage_daily_summary: per day, provider and model, for margin analysis;
+--  * credit_deduction_ledger.seq: the order of a user's balance changes. Rows of one batch
+--    share created_at, and the balance chain must be checkable row by row; changes of one
+--    user are serialized by the balance-row lock, so seq follows their commit order.
 
 CREATE TABLE credit_alert_outbox (
     id           uuid        PRIMARY KEY,
@@ -19,6 +22,9 @@ CREATE TABLE credit_alert_outbox (
 CREATE INDEX credit_alert_outbox_unpublished_idx
     ON credit_alert_outbox (created_at) WHERE published_at IS NULL;
 CREATE INDEX credit_alert_outbox_user_id_idx ON credit_alert_outbox (user_id);
+
+ALTER TABLE credit_deduction_ledger ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;
+CREATE UNIQUE INDEX credit_deduction_ledger_user_id_seq_idx ON credit_deduction_ledger (user_id, seq);
 
 ALTER TABLE token_usage_daily_summary
     ADD COLUMN total_processing_time_ms bigint  NOT NULL DEFAULT 0,

@@ -28,7 +28,7 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import db, demo, dev, events, worker
+    from pipeline.cli import books, db, demo, dev, events, worker
 
     main.add_command(dev.dev)
     main.add_command(db.db)
@@ -36,6 +36,8 @@ def _register() -> None:
     main.add_command(events.publish)
     main.add_command(events.dlq_group)
     main.add_command(demo.demo_command)
+    main.add_command(books.reconcile_command)
+    main.add_command(books.credits)
 
 
 _register()

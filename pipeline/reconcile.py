@@ -145,9 +145,9 @@ CHECKS: tuple[tuple[str, str], ...] = (
 
 def reconcile(conn: psycopg.Connection[Any], user: UUID | None = None) -> list[Violation]:
     """Every invariant violation in the books (of one user, if given)."""
-    violations = []
+    violations: list[Violation] = []
     with conn.cursor() as cur:
         for name, query in CHECKS:
-            cur.execute(query, {"user": user})  # type: ignore[arg-type]
+            cur.execute(query, {"user": user})
             violations.extend(Violation(name, *row) for row in cur.fetchall())
     return violations

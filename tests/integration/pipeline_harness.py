@@ -1,0 +1,154 @@
+"""Drive the real worker through real topics: a process, its database, its topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from pipeline import dlq, kafka_io
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Harness:
+    database_url: str
+    bootstrap: str
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    worker: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def usage_topic(self) -> str:
+        return f"usage.{self.tag}"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"dlq.{self.tag}"
+
+    @property
+    def alerts_topic(self) -> str:
+        return f"alerts.{self.tag}"
+
+    def env(self) -> dict[str, str]:
+        return dict(
+            os.environ,
+            DATABASE_URL=self.database_url,
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            USAGE_TOPIC=self.usage_topic,
+            DLQ_TOPIC=self.dlq_topic,
+            ALERTS_TOPIC=self.alerts_topic,
+            WORKER_ID=f"worker-{self.tag}",
+            WORKER_WEB_PORT=str(free_port()),
+            LOW_BALANCE_CREDITS="100",
+            TOPIC_PARTITIONS="2",
+            **self.env_overrides,
+        )
+
+    def start_worker(self, log_dir: Path) -> None:
+        self.log_path = log_dir / f"worker-{self.tag}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "worker", "--loglevel", "warning"],
+            env=self.env(),
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
+        )
+
+    def kill_worker(self, sig: int = signal.SIGKILL) -> None:
+        assert self.worker is not None
+        self.worker.send_signal(sig)
+        self.worker.wait(60)
+
+    def stop_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait(10)
+
+    def publish(self, events: list[dict[str, Any] | bytes]) -> None:
+        lines = [e if isinstance(e, bytes) else json.dumps(e).encode() for e in events]
+        records = ((kafka_io.user_key(x), x, list[tuple[str, bytes]]()) for x in lines)
+        asyncio.run(kafka_io.publish(self.bootstrap, self.usage_topic, records))
+
+    def read(self, topic: str) -> list[kafka_io.Record]:
+        async def collect() -> list[kafka_io.Record]:
+            return [r async for r in kafka_io.read_all(self.bootstrap, topic)]
+
+        return asyncio.run(collect())
+
+    def dead_letters(self) -> list[dlq.DeadLetter]:
+        return [dlq.from_record(r.headers, r.key, r.value) for r in self.read(self.dlq_topic)]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return [json.loads(r.value or b"{}") for r in self.read(self.alerts_topic)]
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    def booked(self, request_ids: list[uuid.UUID | str]) -> int:
+        ids = [str(r) for r in request_ids]
+        return int(
+            self.query(
+                "SELECT count(*) FROM token_usage_ledger WHERE request_id::text = ANY(%s)", ids
+            )[0][0]
+        )
+
+    def wait_booked(self, request_ids: list[Any], timeout: float = 90.0) -> None:
+        wait_for(
+            lambda: self.booked(request_ids) == len(set(map(str, request_ids))),
+            timeout,
+            f"{len(request_ids)} requests in the ledger (worker log: {self.log_path})",
+        )
+
+
+def make_event(user_id: Any, **over: Any) -> dict[str, Any]:
+    started = over.pop("started_at", datetime.now(UTC) - timedelta(seconds=30))
+    event = {
+        "request_id": str(uuid.uuid4()),
+        "user_id": str(user_id),
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 1000,
+        "output_tokens": 2000,
+        "started_at": started.isoformat(),
+        "completed_at": (started + timedelta(seconds=2)).isoformat(),
+    }
+    event.update(over)
+    return event

@@ -52,8 +52,10 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         value_type=bytes,
         partitions=settings.topic_partitions,
     )
-    app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, partitions=1)
-    app.topic(settings.alerts_topic, key_type=bytes, value_type=bytes, partitions=1)
+    outputs = [
+        app.topic(name, key_type=bytes, value_type=bytes, partitions=1)
+        for name in (settings.dlq_topic, settings.alerts_topic)
+    ]
 
     pool = AsyncConnectionPool(database_url, open=False, min_size=1, max_size=4)
 
@@ -75,6 +77,8 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
 
     @app.agent(usage)
     async def book_usage(stream: faust.StreamT[bytes]) -> None:
+        for topic in outputs:
+            await topic.maybe_declare()
         await pool.open(wait=False)
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.batch_max_events, within=settings.batch_max_wait_ms / 1000

@@ -62,16 +62,25 @@ async def _settle(pending: list, on_sent: Callable[[int], None]) -> int:  # type
     return count
 
 
+async def partitions(bootstrap: str, topic: str) -> set[int]:
+    """Partitions of `topic`; empty if it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] != 0:
+        return set()
+    return {p["partition"] for p in described["partitions"]}
+
+
 async def read_all(bootstrap: str, topic: str) -> AsyncIterator[Record]:
     """Every record of `topic` present now, without joining a consumer group."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer.client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in sorted(await partitions(bootstrap, topic))]
         if not tps:
             return
         consumer.assign(tps)
@@ -98,11 +107,7 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
     await consumer.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer.client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
+        tps = [TopicPartition(topic, p) for p in await partitions(bootstrap, topic)]
         ends = await consumer.end_offsets(tps)
         mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
         if not mine and any(ends.values()):

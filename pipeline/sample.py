@@ -76,7 +76,9 @@ def generate(
             lines.append(rng.choice(valid))
             duplicates += 1
         elif roll < duplicate_rate + bad_rate:
-            lines.append(_bad_event(rng, rng.choices(users, weights)[0], now))
+            # BYOK usage needs no price, so an unknown model is no error for those users.
+            payers = [u for u in users if not u.byok]
+            lines.append(_bad_event(rng, rng.choice(payers), now))
             bad += 1
         else:
             line = json.dumps(_event(rng, rng.choices(users, weights)[0], now)).encode()

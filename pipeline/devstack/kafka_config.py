@@ -66,8 +66,9 @@ def server_properties(
         ("inter.broker.listener.name", "PLAINTEXT"),
         ("controller.listener.names", "CONTROLLER"),
         ("log.dirs", str(data_dir)),
-        # Topics are created on purpose (with their partition count), as on a managed Kafka.
-        ("auto.create.topics.enable", "false"),
+        # On: producers (the demo, gateways) may publish before a worker exists, and an
+        # auto-created topic gets TOPIC_PARTITIONS partitions, as the pipeline would make it.
+        ("auto.create.topics.enable", "true"),
         ("num.partitions", str(partitions)),
         ("default.replication.factor", "1"),
         ("min.insync.replicas", "1"),

@@ -25,9 +25,13 @@ def spawn_detached(argv: Sequence[str], output: Path) -> int:
         (os.POSIX_SPAWN_OPEN, 1, str(output), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
-    return os.posix_spawnp(
+    pid = os.posix_spawnp(
         argv[0], list(argv), dict(os.environ), file_actions=file_actions, setsid=True
     )
+    # posix_spawn may return before the exec: until then the child's command line is empty
+    # and `runs_with` could not recognise it.
+    wait_until(lambda: not is_alive(pid) or _cmdline(pid) != "", timeout=5.0, interval=0.005)
+    return pid
 
 
 def is_alive(pid: int) -> bool:
@@ -54,14 +58,9 @@ def runs_with(pid: int, marker: str) -> bool:
     """
     if not is_alive(pid):
         return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    try:
-        return marker in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except FileNotFoundError:
-        # No /proc (macOS): the pid alone has to do.
-        return not Path("/proc/self").exists()
-    except PermissionError:
-        return True
+    cmdline = _cmdline(pid)
+    # Without /proc (macOS) the pid alone has to do.
+    return cmdline is None or marker in cmdline
 
 
 def read_pid(path: Path) -> int | None:
@@ -99,6 +98,17 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def _cmdline(pid: int) -> str | None:
+    """The command line of ``pid`` ("" before its exec or once gone); None without /proc."""
+    if not Path("/proc/self").exists():
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
 
 
 def _proc_state(pid: int) -> str:

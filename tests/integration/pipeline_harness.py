@@ -130,9 +130,15 @@ class Harness:
             )[0][0]
         )
 
+    def alive(self) -> bool:
+        if self.worker is not None and self.worker.poll() is not None:
+            log = self.log_path.read_text()[-3000:] if self.log_path else ""
+            raise AssertionError(f"worker exited with {self.worker.returncode}:\n{log}")
+        return True
+
     def wait_booked(self, request_ids: list[Any], timeout: float = 90.0) -> None:
         wait_for(
-            lambda: self.booked(request_ids) == len(set(map(str, request_ids))),
+            lambda: self.alive() and self.booked(request_ids) == len(set(map(str, request_ids))),
             timeout,
             f"{len(request_ids)} requests in the ledger (worker log: {self.log_path})",
         )

@@ -257,7 +257,7 @@ def test_duplicates_redelivery_is_a_noop_and_conflict_goes_to_dlq(harness: Harne
 
 def test_every_rejection_reason_reaches_the_dlq_with_original_bytes(harness: Harness) -> None:
     user = new_user(harness, credits=1000)
-    old = NOW - timedelta(days=600)
+    old = datetime(2024, 6, 1, tzinfo=UTC)  # gpt-4-turbo is priced, no margin is in effect yet
     bad: dict[str, bytes | dict[str, Any]] = {
         "malformed_json": b'{"request_id": ',
         "schema_violation": make_event(user, output_tokens=-5),
@@ -281,7 +281,8 @@ def test_every_rejection_reason_reaches_the_dlq_with_original_bytes(harness: Har
                 found[d.value] = d.reason
         return found
 
-    found = wait_for(lambda: len(mine()) == len(bad) and mine(), 60, "all rejections")
+    wait_for(lambda: len(mine()) >= len(bad), 60, "all rejections")
+    found = mine()
     import json
 
     for name, value in bad.items():

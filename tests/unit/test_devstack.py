@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.devstack import kafka_config, postgres, process, stack, toolchain
-from pipeline.devstack.errors import ToolMissing
+from pipeline.devstack.errors import INSTALL_HINT, ToolMissing
 from pipeline.devstack.ports import free_ports, port_is_free
 from pipeline.devstack.state import Ports, StackPaths, parse_ports, render_ports
 from pipeline.devstack.waiting import wait_until
@@ -144,7 +145,7 @@ def test_the_repository_pom_pins_a_kafka_4_release() -> None:
 
 
 def test_missing_java_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ToolMissing) as caught:
         toolchain.require_java()
     message = str(caught.value)
@@ -156,7 +157,7 @@ def test_missing_java_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatch) 
 def test_missing_maven_is_one_line_with_the_fix(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ToolMissing) as caught:
         toolchain.classpath(StackPaths.of(tmp_path), toolchain.DEFAULT_POM, lambda _: None)
     assert "\n" not in str(caught.value)
@@ -167,13 +168,13 @@ def test_missing_maven_is_one_line_with_the_fix(
 def test_dev_up_without_java_says_so_in_one_line_and_fails(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     result = CliRunner().invoke(
         main, ["dev", "up"], env={"USAGE_PIPELINE_STATE_DIR": str(tmp_path), "DATABASE_URL": None}
     )
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"Error: java not found on PATH; install a JDK 17+: {toolchain.INSTALL_HINT}"
+        f"Error: java not found on PATH; install a JDK 17+: {INSTALL_HINT}"
     ]
     assert result.exc_info is not None and result.exc_info[0] is SystemExit
 

@@ -35,6 +35,7 @@ def _register() -> None:
     main.add_command(worker.worker)
     main.add_command(events.publish)
     main.add_command(events.dlq_group)
+    main.add_command(events.schema_command)
     main.add_command(demo.demo_command)
     main.add_command(books.reconcile_command)
     main.add_command(books.credits)

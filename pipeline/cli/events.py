@@ -88,3 +88,13 @@ def replay(settings: Settings, reason: str | None) -> None:
         click.echo(f"replayed {sent} records to {topic}")
     if not letters:
         click.echo("nothing to replay")
+
+
+@click.command(name="schema")
+def schema_command() -> None:
+    """Print the JSON Schema of usage event contract v1 (schemas/usage-event.v1.json)."""
+    import json
+
+    from pipeline.events import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2, sort_keys=True))

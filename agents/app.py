@@ -33,6 +33,7 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
     app = faust.App(
         settings.worker_id,
         broker=f"kafka://{bootstrap}",
+        datadir=str(settings.state_dir / "faust" / settings.worker_id),
         store="memory://",
         topic_partitions=settings.topic_partitions,
         key_serializer="raw",

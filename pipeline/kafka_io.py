@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,10 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group)
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+        except GroupCoordinatorNotAvailableError:  # the broker is still electing it
+            return None
         tps = [TopicPartition(topic, p) for p in await partitions(bootstrap, topic)]
         ends = await consumer.end_offsets(tps)
         mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
@@ -116,4 +120,19 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
         return lag
     finally:
         await consumer.stop()
+        await admin.close()
+
+
+async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create `topic` with `partitions` unless it exists (its partitions stay as they are)."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
         await admin.close()

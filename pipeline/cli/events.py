@@ -28,6 +28,9 @@ def publish(settings: Settings, source: Path, topic: str | None) -> None:
             raise click.BadParameter(f"no such file: {source}", param_hint="SOURCE")
         lines = [line for line in source.read_bytes().splitlines() if line.strip()]
     records = ((kafka_io.user_key(line), line, list[tuple[str, bytes]]()) for line in lines)
+    target = topic or settings.usage_topic
+    if target == settings.usage_topic:
+        asyncio.run(kafka_io.ensure_topic(bootstrap, target, settings.topic_partitions))
     with click.progressbar(length=len(lines), label="publishing", file=sys.stderr) as bar:
         sent = asyncio.run(
             kafka_io.publish(bootstrap, topic or settings.usage_topic, records, bar.update)

@@ -18,5 +18,6 @@ def worker(settings: Settings, loglevel: str) -> None:
     from agents.app import create_app
 
     database_url, bootstrap = stack_urls(settings)
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings, database_url, bootstrap)
     Worker(app, loglevel=loglevel).execute_from_commandline()

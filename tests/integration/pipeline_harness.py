@@ -104,6 +104,7 @@ class Harness:
     def publish(self, events: list[dict[str, Any] | bytes]) -> None:
         lines = [e if isinstance(e, bytes) else json.dumps(e).encode() for e in events]
         records = ((kafka_io.user_key(x), x, list[tuple[str, bytes]]()) for x in lines)
+        asyncio.run(kafka_io.ensure_topic(self.bootstrap, self.usage_topic, 2))
         asyncio.run(kafka_io.publish(self.bootstrap, self.usage_topic, records))
 
     def read(self, topic: str) -> list[kafka_io.Record]:

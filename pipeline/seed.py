@@ -137,9 +137,13 @@ def seed(conn: psycopg.Connection) -> SeedReport:
                 pricing_configs=sum(_seed_tier_margin(conn, m) for m in TIER_MARGINS),
             )
     except psycopg.errors.UndefinedTable as exc:
-        raise SeedError(f"the schema is missing ({exc}); run the migrations first") from exc
+        raise SeedError(f"the schema is missing: {_first_line(exc)}; migrate first") from exc
     except psycopg.errors.UniqueViolation as exc:
-        raise SeedError(f"seed data conflicts with existing rows: {exc}") from exc
+        raise SeedError(f"seed data conflicts with existing rows: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _seed_admin(conn: psycopg.Connection) -> int:

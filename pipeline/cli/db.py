@@ -61,8 +61,8 @@ def status(settings: Settings) -> None:
     with _connection(settings) as conn:
         lines = migrations.status(conn)
     for line in lines:
-        applied_at = f"  {line.applied_at:%Y-%m-%d %H:%M:%S %Z}" if line.applied_at else ""
-        click.echo(f"{line.name:<40} {line.state:<8}{applied_at}")
+        applied_at = f"{line.applied_at:%Y-%m-%d %H:%M:%S %Z}" if line.applied_at else ""
+        click.echo(f"{line.name:<40} {line.state:<8} {applied_at}".rstrip())
 
 
 @db.command()

@@ -11,9 +11,12 @@ from typing import Any, LiteralString
 
 import psycopg
 import pytest
+from click.testing import CliRunner, Result
 from psycopg import errors, sql
 
+from pipeline.cli.db import db
 from pipeline.migrations import MigrationError, MigrationState, migrate, rollback, status
+from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -516,3 +519,29 @@ def test_a_failing_migration_leaves_nothing_behind(empty_db: str, tmp_path: Any)
         assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)
         states = [(line.name, line.state) for line in status(conn, tmp_path)]
         assert states == [("001_ok", MigrationState.APPLIED), ("002_bad", MigrationState.PENDING)]
+
+
+def test_db_commands_migrate_seed_report_and_fail_in_one_line(empty_db: str) -> None:
+    settings = Settings.model_validate({"DATABASE_URL": empty_db})
+    runner = CliRunner()
+
+    def run(*args: str) -> Result:
+        return runner.invoke(db, list(args), obj=settings)
+
+    assert run("status").output.splitlines()[0].split() == ["001_enums_and_users", "pending"]
+    migrated = run("migrate")
+    assert migrated.exit_code == 0
+    assert migrated.output.splitlines()[0] == "applied 001_enums_and_users"
+    assert run("migrate").output == "schema is up to date\n"
+    assert run("seed").output.startswith("seeded 1 users, 4 providers")
+    assert run("seed").output == "already seeded, nothing changed\n"
+    assert "applied" in run("status").output
+    rolled_back = run("rollback", "--steps", "2")
+    assert rolled_back.exit_code == 0
+    assert len(rolled_back.output.splitlines()) == 2
+
+    missing = Settings.model_validate({"DATABASE_URL": f"{empty_db} dbname=no_such_database"})
+    failed = runner.invoke(db, ["status"], obj=missing)
+    assert failed.exit_code == 1
+    assert failed.output.startswith("Error: database error: ")
+    assert len(failed.output.splitlines()) == 1

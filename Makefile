@@ -1,0 +1,32 @@
+# Short commands for the README. `make help` lists them.
+
+PYTHON ?= python3
+KAFKA_POM := deploy/kafka/pom.xml
+
+.DEFAULT_GOAL := help
+.PHONY: help dev kafka-jars test lint bench demo
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+dev: ## Install the package with its dev tools, and fetch the Kafka broker's jars
+	$(PYTHON) -m pip install -e '.[dev]'
+	$(MAKE) kafka-jars
+
+kafka-jars: ## Resolve the local Kafka broker's jars into the Maven cache (needs mvn, JDK 17+)
+	mvn --batch-mode --quiet -f $(KAFKA_POM) dependency:resolve -DincludeScope=runtime
+
+test: ## Lint with ruff, then run every test (the session starts its own Kafka + PostgreSQL)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest
+
+lint: ## ruff check, ruff format --check, mypy (strict)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
+
+bench: ## Measure the pipeline's throughput
+	usage-pipeline bench
+
+demo: ## Run the whole product on this machine: stack, schema, sample traffic, books
+	usage-pipeline demo

@@ -1,6 +1,7 @@
 """The Faust app: topics, the usage agent and the alert publisher, built from settings.
 
-The agent is a thin shell: take a batch, hand it to `pipeline.consume.Booker`, and let
+The agent is a thin shell: take a batch, hand it to `pipeline.consume.Booker`, record
+what it did in `pipeline.metrics` (served on the web port at `/metrics`), and let
 Faust acknowledge the offsets only once the batch is committed in PostgreSQL. A batch
 that cannot be committed must never be acknowledged, so on any failure to book it the
 process stops at once without committing offsets; the next start redelivers the batch
@@ -12,21 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from psycopg_pool import AsyncConnectionPool
 
-from pipeline.consume import Booker, BookingConfig
+from pipeline import logs
+from pipeline.consume import BatchResult, Booker, BookingConfig
 from pipeline.dlq import SourceMessage
+from pipeline.metrics import CONTENT_TYPE, consumer_lag, new_metrics, observe_batch, set_lag
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EXIT_BATCH_NOT_BOOKED = 70
 SHUTDOWN_GRACE_SECONDS = 30.0
+LAG_INTERVAL_SECONDS = 5.0
 
 
 def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.App:
@@ -46,6 +51,7 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         stream_wait_empty=False,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
+        logging_config=logs.logging_config(settings.log_format),
     )
     usage = app.topic(
         settings.usage_topic,
@@ -75,6 +81,12 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         ),
     )
     app.booker = booker  # type: ignore[attr-defined]
+    metrics = new_metrics()
+    app.metrics = metrics  # type: ignore[attr-defined]
+
+    @app.page("/metrics")
+    async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return view.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     @app.agent(usage)
     async def book_usage(stream: faust.StreamT[bytes]) -> None:
@@ -85,14 +97,33 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
             settings.batch_max_events, within=settings.batch_max_wait_ms / 1000
         )
         async for events in batches:
-            await _book_or_die(booker, [_source(e) for e in events])
+            messages = [_source(e) for e in events]
+            started = time.monotonic()
+            result = await _book_or_die(booker, messages)
+            observe_batch(metrics, result, messages, time.monotonic() - started, time.time())
+            logs.log_rejected(log, result, messages)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def flush_alerts() -> None:
         try:
-            await booker.publish_alerts()
+            metrics.alerts_published.inc(await booker.publish_alerts())
         except Exception as exc:  # the outbox keeps them; next tick retries
+            metrics.db_errors.labels("alert_outbox").inc()
             log.warning("alert publishing failed, will retry: %r", exc)
+
+    @app.timer(interval=LAG_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
+    async def measure_lag() -> None:
+        try:
+            partitions = [
+                tp for tp in app.consumer.assignment() if tp.topic == usage.get_topic_name()
+            ]
+            highwaters = {(tp.topic, tp.partition): app.consumer.highwater(tp) for tp in partitions}
+        except Exception as exc:  # not started or rebalancing; the next tick measures
+            log.debug("consumer lag not measured: %r", exc)
+            return
+        committed = app.monitor.tp_committed_offsets
+        done = {(tp.topic, tp.partition): committed.get(tp) for tp in partitions}
+        set_lag(metrics, consumer_lag(highwaters, done))
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stopping(app: faust.App, **kwargs: Any) -> None:
@@ -113,12 +144,11 @@ def _source(event: faust.EventT[bytes]) -> SourceMessage:
     )
 
 
-async def _book_or_die(booker: Booker, messages: Sequence[SourceMessage]) -> None:
+async def _book_or_die(booker: Booker, messages: Sequence[SourceMessage]) -> BatchResult:
     """Book the batch; if that cannot happen, exit before Faust acknowledges it."""
     task = asyncio.ensure_future(booker.handle(messages))
     try:
-        await asyncio.shield(task)
-        return
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         booker.stopping.set()
         try:
@@ -130,7 +160,7 @@ async def _book_or_die(booker: Booker, messages: Sequence[SourceMessage]) -> Non
         _die(f"batch of {len(messages)} could not be booked: {exc!r}")
 
 
-def _die(why: str) -> None:
+def _die(why: str) -> NoReturn:
     log.critical("%s; exiting without acknowledging it (it will be redelivered)", why)
     logging.shutdown()
     os._exit(EXIT_BATCH_NOT_BOOKED)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,3 +66,6 @@ class Settings(BaseSettings):
 
     worker_id: str = Field(default="usage-pipeline", validation_alias="WORKER_ID")
     """WORKER_ID: the Faust app id, which is also the Kafka consumer group."""
+
+    log_format: Literal["text", "json"] = Field(default="text", validation_alias="LOG_FORMAT")
+    """LOG_FORMAT: `text` (Faust's default) or `json`, one object per line with event context."""

@@ -16,7 +16,7 @@ dev: ## Install the package with its dev tools, and fetch the Kafka broker's jar
 kafka-jars: ## Resolve the local Kafka broker's jars into the Maven cache (needs mvn, JDK 17+)
 	mvn --batch-mode --quiet -f $(KAFKA_POM) dependency:resolve -DincludeScope=runtime
 
-test: ## Lint with ruff, then run every test (the session starts its own Kafka + PostgreSQL)
+test: dev ## Install, lint with ruff, then run every test (the session starts its own Kafka + PostgreSQL)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest
 
@@ -28,5 +28,5 @@ lint: ## ruff check, ruff format --check, mypy (strict)
 bench: ## Measure the pipeline's throughput
 	usage-pipeline bench
 
-demo: ## Run the whole product on this machine: stack, schema, sample traffic, books
+demo: dev ## Install, then run the whole product on this machine: stack, schema, sample traffic, books
 	usage-pipeline demo

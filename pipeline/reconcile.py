@@ -2,6 +2,10 @@
 
 Each check is one set-based query returning the rows that break it, so a nightly run over
 millions of ledger rows costs a few sequential scans, not a loop per user.
+
+A reversed deduction (`movements.reverse`) stays in the ledger and keeps matching its usage
+row, but its credits are refunded: the summaries' credit columns leave it out, and so do
+the ledger sums they are checked against.
 """
 
 from __future__ import annotations
@@ -95,11 +99,15 @@ CHECKS: tuple[tuple[str, str], ...] = (
         "token_summary_equals_ledger",
         """
         WITH ledger AS (
-            SELECT user_id, (request_started_at AT TIME ZONE 'UTC')::date AS day,
-                   count(*) AS requests, sum(input_tokens) AS input,
-                   sum(output_tokens) AS output, sum(vendor_cost) AS cost,
-                   sum(credits_deducted) AS credits, sum(gross_margin_usd) AS margin
-            FROM token_usage_ledger WHERE %(user)s::uuid IS NULL OR user_id = %(user)s
+            SELECT u.user_id, (u.request_started_at AT TIME ZONE 'UTC')::date AS day,
+                   count(*) AS requests, sum(u.input_tokens) AS input,
+                   sum(u.output_tokens) AS output, sum(u.vendor_cost) AS cost,
+                   coalesce(sum(u.credits_deducted)
+                            FILTER (WHERE d.status IS DISTINCT FROM 'reversed'), 0) AS credits,
+                   sum(u.gross_margin_usd) AS margin
+            FROM token_usage_ledger u
+            LEFT JOIN credit_deduction_ledger d ON d.id = u.deduction_record_id
+            WHERE %(user)s::uuid IS NULL OR u.user_id = %(user)s
             GROUP BY 1, 2
         ), summary AS (
             SELECT user_id, summary_date AS day, total_requests AS requests,
@@ -121,7 +129,8 @@ CHECKS: tuple[tuple[str, str], ...] = (
         """
         WITH ledger AS (
             SELECT u.user_id, (u.request_started_at AT TIME ZONE 'UTC')::date AS day,
-                   sum(-d.amount) AS credits, count(*) AS requests,
+                   coalesce(sum(-d.amount) FILTER (WHERE d.status <> 'reversed'), 0) AS credits,
+                   count(*) AS requests,
                    sum(u.vendor_cost) AS cost, sum(u.gross_margin_usd) AS margin
             FROM token_usage_ledger u JOIN credit_deduction_ledger d ON d.id = u.deduction_record_id
             WHERE %(user)s::uuid IS NULL OR u.user_id = %(user)s

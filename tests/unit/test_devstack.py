@@ -335,9 +335,14 @@ def test_a_detached_process_is_found_and_terminated(tmp_path: Path) -> None:
 
 
 def test_terminate_kills_what_ignores_sigterm(tmp_path: Path) -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    pid = process.spawn_detached([sys.executable, "-c", code], tmp_path / "out.log")
-    time.sleep(0.3)  # let it install the handler
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ignoring', flush=True); time.sleep(60)"
+    )
+    output = tmp_path / "out.log"
+    pid = process.spawn_detached([sys.executable, "-c", code], output)
+    assert wait_until(lambda: "ignoring" in output.read_text(), timeout=30)
     began = time.monotonic()
     assert process.terminate(pid, grace=0.5)
-    assert time.monotonic() - began < 5
+    assert 0.5 <= time.monotonic() - began < 10
+    assert not process.is_alive(pid)

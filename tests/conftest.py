@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -67,11 +70,14 @@ def _stop_on_sigterm() -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestStack]:
+def stack() -> Iterator[TestStack]:
     base = Settings()  # the test session is an entry point: read the environment once
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps, and
+    # with them a live server's data directory.
+    state_dir = Path(tempfile.mkdtemp(prefix="usage-pipeline-test-stack-"))
     settings = base.model_copy(
         update={
-            "state_dir": tmp_path_factory.mktemp("devstack"),
+            "state_dir": state_dir,
             "kafka_bootstrap_servers": None,
         }
     )
@@ -87,6 +93,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestStack]:
     finally:
         devstack.down(settings)
         atexit.unregister(devstack.down)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

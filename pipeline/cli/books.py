@@ -8,7 +8,7 @@ from uuid import UUID
 import click
 import psycopg
 
-from pipeline.cli.common import stack_urls
+from pipeline.cli.common import database_url
 from pipeline.credits import CREDIT_TYPES, Grant, grant
 from pipeline.reconcile import reconcile
 from pipeline.settings import Settings
@@ -19,8 +19,8 @@ from pipeline.settings import Settings
 @click.pass_obj
 def reconcile_command(settings: Settings, user: UUID | None) -> None:
     """Check every invariant of the books; exit 1 and list violations if any."""
-    database_url, _ = stack_urls(settings)
-    with psycopg.connect(database_url) as conn:
+    db_url = database_url(settings)
+    with psycopg.connect(db_url) as conn:
         violations = reconcile(conn, user)
     for violation in violations:
         click.echo(str(violation))
@@ -50,10 +50,10 @@ def grant_command(
     idempotency_key: str | None,
 ) -> None:
     """Grant AMOUNT credits to USER."""
-    database_url, _ = stack_urls(settings)
+    db_url = database_url(settings)
     expiry = expires_at.replace(tzinfo=UTC) if expires_at else None
     try:
-        with psycopg.connect(database_url) as conn:
+        with psycopg.connect(db_url) as conn:
             result = grant(conn, Grant(user, amount, credit_type, expiry, idempotency_key))
     except psycopg.errors.ForeignKeyViolation:
         raise click.ClickException(f"no user {user}") from None

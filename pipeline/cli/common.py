@@ -16,3 +16,13 @@ def stack_urls(settings: Settings) -> tuple[str, str]:
         return devstack.database_url(settings), devstack.kafka_bootstrap(settings)
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL from the settings or the running dev stack (no Kafka needed)."""
+    from pipeline import devstack
+
+    try:
+        return devstack.database_url(settings)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None

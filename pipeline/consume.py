@@ -144,7 +144,6 @@ class Booker:
 
     async def publish_alerts(self) -> int:
         """Publish the outbox's pending alerts; returns how many were published."""
-        published = 0
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.execute(
                 """
@@ -161,8 +160,7 @@ class Booker:
                 "UPDATE credit_alert_outbox SET published_at = now() WHERE id = ANY(%s)",
                 ([r[0] for r in rows],),
             )
-            published = len(rows)
-        return published
+        return len(rows)
 
     async def _send_alert(self, row: tuple[Any, ...]) -> None:
         alert_id, user_id, kind, balance, low_water, request_id, created_at = row

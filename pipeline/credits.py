@@ -54,6 +54,26 @@ def lock_balance(cur: psycopg.Cursor[Any], user_id: UUID) -> int:
     return int(row[0])
 
 
+def record_change(
+    cur: psycopg.Cursor[Any], user_id: UUID, before: int, amount: int, reason: str
+) -> int:
+    """Append a balance change to the ledger and set the locked balance; returns it."""
+    after = before + amount
+    cur.execute(
+        """
+        INSERT INTO credit_deduction_ledger (
+            user_id, amount, balance_before, balance_after, reason, status)
+        VALUES (%s, %s, %s, %s, %s, 'completed')
+        """,
+        (user_id, amount, before, after, reason),
+    )
+    cur.execute(
+        "UPDATE user_credit_balance SET amount = %s, updated_at = now() WHERE user_id = %s",
+        (after, user_id),
+    )
+    return after
+
+
 def grant(conn: psycopg.Connection[Any], g: Grant) -> GrantResult:
     """Grant credits in one transaction; a repeated idempotency key changes nothing."""
     if g.amount <= 0:
@@ -70,7 +90,6 @@ def grant(conn: psycopg.Connection[Any], g: Grant) -> GrantResult:
             found = cur.fetchone()
             if found is not None:
                 return GrantResult(UUID(str(found[0])), before, before, applied=False)
-        after = before + g.amount
         cur.execute(
             """
             INSERT INTO credit_allocation (
@@ -95,16 +114,5 @@ def grant(conn: psycopg.Connection[Any], g: Grant) -> GrantResult:
                 "VALUES (%s, %s, %s, %s)",
                 (g.user_id, g.credit_type, spendable, g.expires_at),
             )
-        cur.execute(
-            """
-            INSERT INTO credit_deduction_ledger (
-                user_id, amount, balance_before, balance_after, reason, status)
-            VALUES (%s, %s, %s, %s, %s, 'completed')
-            """,
-            (g.user_id, g.amount, before, after, f"grant_{g.credit_type}"),
-        )
-        cur.execute(
-            "UPDATE user_credit_balance SET amount = %s, updated_at = now() WHERE user_id = %s",
-            (after, g.user_id),
-        )
+        after = record_change(cur, g.user_id, before, g.amount, f"grant_{g.credit_type}")
     return GrantResult(allocation_id, before, after, applied=True)

@@ -10,6 +10,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
+from pipeline.dlq import DeadLetter, from_record
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -136,3 +138,14 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
         pass
     finally:
         await admin.close()
+
+
+async def dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
+    """Every dead-letter record of `topic`; records without our headers are passed over."""
+    letters = []
+    async for record in read_all(bootstrap, topic):
+        try:
+            letters.append(from_record(record.headers, record.key, record.value))
+        except ValueError:
+            continue
+    return letters

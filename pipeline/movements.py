@@ -14,7 +14,7 @@ from uuid import UUID
 
 import psycopg
 
-from pipeline.credits import lock_balance, spendable_part
+from pipeline.credits import lock_balance, record_change, spendable_part
 from pipeline.errors import PipelineError
 
 Cursor = psycopg.Cursor[Any]
@@ -33,23 +33,6 @@ class ReverseResult:
     balance_after: int
     applied: bool
     """False when the deduction had been reversed already (nothing changed)."""
-
-
-def _append_change(cur: Cursor, user_id: UUID, before: int, amount: int, reason: str) -> int:
-    after = before + amount
-    cur.execute(
-        """
-        INSERT INTO credit_deduction_ledger (
-            user_id, amount, balance_before, balance_after, reason, status)
-        VALUES (%s, %s, %s, %s, %s, 'completed')
-        """,
-        (user_id, amount, before, after, reason),
-    )
-    cur.execute(
-        "UPDATE user_credit_balance SET amount = %s, updated_at = now() WHERE user_id = %s",
-        (after, user_id),
-    )
-    return after
 
 
 def expire(conn: psycopg.Connection[Any], now: datetime) -> int:
@@ -87,7 +70,7 @@ def expire(conn: psycopg.Connection[Any], now: datetime) -> int:
             row = cur.fetchone()
             expired = int(row[0]) if row else 0
             if expired:
-                _append_change(cur, user_id, before, -expired, "expiration")
+                record_change(cur, user_id, before, -expired, "expiration")
                 total += expired
     return total
 
@@ -140,7 +123,7 @@ def reverse(
             """,
             (by, reason, deduction_id),
         )
-        after = _append_change(cur, user_id, before, refund, "reversal")
+        after = record_change(cur, user_id, before, refund, "reversal")
         spendable = spendable_part(before, refund)
         if spendable:
             cur.execute(

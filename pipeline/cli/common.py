@@ -13,7 +13,7 @@ def stack_urls(settings: Settings) -> tuple[str, str]:
     from pipeline import devstack
 
     try:
-        return devstack.database_url(settings), devstack.kafka_bootstrap(settings)
+        return database_url(settings), devstack.kafka_bootstrap(settings)
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
 

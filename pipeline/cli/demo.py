@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 import click
 import psycopg
 
-from pipeline import demo, dlq, kafka_io, migrations, sample, seed
+from pipeline import demo, kafka_io, migrations, sample, seed
+from pipeline.cli.common import stack_urls
 from pipeline.reconcile import reconcile
 from pipeline.settings import Settings
 
@@ -31,7 +32,7 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
     if events < 1:
         raise click.BadParameter("must be at least 1", param_hint="--events")
     env = devstack.up(settings)
-    database_url, bootstrap = devstack.database_url(settings), devstack.kafka_bootstrap(settings)
+    database_url, bootstrap = stack_urls(settings)
     click.echo(f"stack up: {env}")
     with psycopg.connect(database_url) as conn:
         applied = migrations.migrate(conn)
@@ -104,7 +105,9 @@ def _report(
             f"{t.email:<20}{t.requests:>10}{t.tokens:>14}{t.vendor_cost:>16.8f}"
             f"{t.credits:>12}{t.balance:>12}"
         )
-    letters = asyncio.run(_dead_letters(bootstrap, settings.dlq_topic))
+    letters = Counter(
+        x.reason for x in asyncio.run(kafka_io.dead_letters(bootstrap, settings.dlq_topic))
+    )
     click.echo("\ndead letters by reason (all runs):")
     for reason, n in letters.most_common():
         click.echo(f"  {reason:<22}{n}")
@@ -123,10 +126,3 @@ def _report(
             f"booked {rows} ledger rows in {float(seconds):.1f}s from first to last commit "
             f"({rows / float(seconds):.0f} rows/s)"
         )
-
-
-async def _dead_letters(bootstrap: str, topic: str) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    async for record in kafka_io.read_all(bootstrap, topic):
-        counts[dlq.from_record(record.headers, record.key, record.value).reason] += 1
-    return counts

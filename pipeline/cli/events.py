@@ -45,15 +45,8 @@ def dlq_group() -> None:
 
 async def _letters(settings: Settings, reason: str | None) -> list[dlq.DeadLetter]:
     _, bootstrap = stack_urls(settings)
-    letters = []
-    async for record in kafka_io.read_all(bootstrap, settings.dlq_topic):
-        try:
-            letter = dlq.from_record(record.headers, record.key, record.value)
-        except ValueError:
-            continue
-        if reason is None or letter.reason == reason:
-            letters.append(letter)
-    return letters
+    letters = await kafka_io.dead_letters(bootstrap, settings.dlq_topic)
+    return [x for x in letters if reason is None or x.reason == reason]
 
 
 @dlq_group.command()

@@ -17,6 +17,7 @@ from psycopg import errors, sql
 from pipeline.cli.db import db
 from pipeline.migrations import MigrationError, MigrationState, migrate, rollback, status
 from pipeline.settings import Settings
+from tests.integration.user_tables import USER_OWNED_TABLES
 
 pytestmark = pytest.mark.integration
 
@@ -306,20 +307,7 @@ def test_every_user_foreign_key_cascades(conn: psycopg.Connection) -> None:
         WHERE c.contype = 'f' AND c.confrelid = 'users'::regclass AND a.attname = 'user_id'
         """
     ).fetchall()
-    assert {table for table, _, _ in rules} >= {
-        "subscription_monetization",
-        "credit_allocation",
-        "billing_invoice",
-        "proration_event",
-        "perpetual_license",
-        "coupon_redemption",
-        "user_credit_balance",
-        "user_credit_source",
-        "token_usage_ledger",
-        "credit_deduction_ledger",
-        "token_usage_daily_summary",
-        "credit_usage_daily_summary",
-    }
+    assert {table for table, _, _ in rules} >= USER_OWNED_TABLES
     assert [rule for rule in rules if rule[2] != "c"] == []
 
 

@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pipeline.seed import ADMIN_USER_ID, PRICES, PROVIDERS, TIER_MARGINS, seed
+from tests.integration.user_tables import USER_OWNED_TABLES
 
 pytestmark = pytest.mark.integration
 
@@ -576,20 +577,7 @@ def test_deleting_a_user_removes_every_row_of_the_user(
 
     before = rows_of(user_id)
     filled = {table for table, n in before.items() if n > 0}
-    assert filled >= {
-        "subscription_monetization",
-        "credit_allocation",
-        "billing_invoice",
-        "proration_event",
-        "perpetual_license",
-        "coupon_redemption",
-        "user_credit_balance",
-        "user_credit_source",
-        "token_usage_ledger",
-        "credit_deduction_ledger",
-        "token_usage_daily_summary",
-        "credit_usage_daily_summary",
-    }
+    assert filled >= USER_OWNED_TABLES
 
     conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
 

@@ -24,11 +24,11 @@ from pipeline.pricing import (
     MAX_VENDOR_COST,
     Charge,
     MarginConfig,
+    MarginResolver,
     Price,
     TokenCounts,
     charge,
     price_in_effect,
-    resolve_margin,
 )
 
 BYOK_TIER = "perpetual"
@@ -162,6 +162,7 @@ class _Ledger:
         self.low_water = low_water
         self.plan = plan
         self.sources = {user: list(srcs) for user, srcs in ctx.sources.items()}
+        self.margins = MarginResolver(ctx.margins)
 
     def deduct(self, event: UsageEvent, price: Charge) -> tuple[UUID, bool]:
         user = event.user_id
@@ -301,7 +302,7 @@ def _book_one(
             f"no price for {event.provider}/{event.model} at {event.started_at.isoformat()}",
         )
     tier = tier_at(ctx.subscriptions.get(event.user_id, []), event.started_at)
-    margin = resolve_margin(ctx.margins, tier, provider_id, event.model, event.started_at)
+    margin = ledger.margins.resolve(tier, provider_id, event.model, event.started_at)
     if margin is None:
         return reject(
             Reason.NO_PRICING_CONFIG,

@@ -99,9 +99,12 @@ class UsageEvent(BaseModel):
         return int((self.completed_at - self.started_at) / timedelta(milliseconds=1))
 
     def fingerprint(self) -> bytes:
-        """sha256 of the normalized event: equal for a redelivery, different for a conflict."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).digest()
+        """sha256 of the normalized event: equal for a redelivery, different for a conflict.
+
+        The model serializes its fields in declaration order, so its compact JSON is
+        canonical for a given contract version.
+        """
+        return hashlib.sha256(self.model_dump_json().encode()).digest()
 
 
 def normalize_usage(usage: Any) -> dict[str, Any]:

@@ -94,7 +94,33 @@ def resolve_margin(
     configs: list[MarginConfig], tier: str, provider_id: UUID, model: str, at: datetime
 ) -> MarginConfig | None:
     """Most specific matching config: combination > model > provider > tier; then newest."""
-    candidates = [c for c in configs if c.in_effect(at) and c.matches(tier, provider_id, model)]
+    return _most_specific([c for c in configs if c.matches(tier, provider_id, model)], at)
+
+
+class MarginResolver:
+    """`resolve_margin` over one list of configs, matching each scope only once.
+
+    A batch asks for the same few (tier, provider, model) scopes thousands of times;
+    only the time check depends on the request.
+    """
+
+    def __init__(self, configs: list[MarginConfig]) -> None:
+        self._configs = configs
+        self._by_scope: dict[tuple[str, UUID, str], list[MarginConfig]] = {}
+
+    def resolve(
+        self, tier: str, provider_id: UUID, model: str, at: datetime
+    ) -> MarginConfig | None:
+        scope = (tier, provider_id, model)
+        matching = self._by_scope.get(scope)
+        if matching is None:
+            matching = [c for c in self._configs if c.matches(tier, provider_id, model)]
+            self._by_scope[scope] = matching
+        return _most_specific(matching, at)
+
+
+def _most_specific(matching: list[MarginConfig], at: datetime) -> MarginConfig | None:
+    candidates = [c for c in matching if c.in_effect(at)]
     if not candidates:
         return None
     return max(candidates, key=lambda c: (SCOPE_RANK[c.scope_type], c.effective_from, str(c.id)))

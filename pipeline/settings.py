@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     )
     """MAX_FUTURE_SKEW_SECONDS: how far in the future `started_at` may lie."""
 
-    batch_max_events: int = Field(default=500, ge=1, validation_alias="BATCH_MAX_EVENTS")
+    batch_max_events: int = Field(default=2000, ge=1, validation_alias="BATCH_MAX_EVENTS")
     """BATCH_MAX_EVENTS: most events committed in one database transaction."""
 
     batch_max_wait_ms: int = Field(default=50, ge=1, validation_alias="BATCH_MAX_WAIT_MS")

@@ -47,7 +47,7 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        web_bind="127.0.0.1",
+        web_bind=settings.worker_web_bind,
         web_port=settings.worker_web_port,
         web_in_thread=False,
         stream_wait_empty=False,

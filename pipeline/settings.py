@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default=Path(".state"), validation_alias="USAGE_PIPELINE_STATE_DIR")
     """USAGE_PIPELINE_STATE_DIR: data, logs and pid files of the local stack."""
 
+    worker_web_bind: str = Field(default="127.0.0.1", validation_alias="WORKER_WEB_BIND")
+    """WORKER_WEB_BIND: the address the worker's web server listens on (loopback by default)."""
+
     worker_web_port: int = Field(default=6066, ge=0, validation_alias="WORKER_WEB_PORT")
     """WORKER_WEB_PORT: the worker's web server (/metrics, live usage views)."""
 

@@ -321,3 +321,20 @@ def test_dockerfile_runs_the_worker_unprivileged_on_a_pinned_image() -> None:
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
     assert users and users[-1] not in ("root", "0")
     assert 'CMD ["usage-pipeline", "worker"]' in dockerfile
+
+
+def test_compose_wires_worker_prometheus_and_grafana_by_service_name() -> None:
+    services = compose()["services"]
+    worker_env = services["worker"]["environment"]
+    assert worker_env["WORKER_WEB_BIND"] == "0.0.0.0"
+    scrape = load_yaml((PROMETHEUS_DIR / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["static_configs"][0]["targets"] == [f"worker:{worker_env['WORKER_WEB_PORT']}"]
+    assert "network_mode" not in services["prometheus"]
+    provisioning = REPO / "deploy" / "grafana" / "provisioning"
+    source = load_yaml((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    dashboards = load_yaml((provisioning / "dashboards" / "usage-pipeline.yml").read_text())
+    mounts = services["grafana"]["volumes"]
+    dashboard_dir = dashboards["providers"][0]["options"]["path"]
+    assert any(m.endswith(f"{dashboard_dir}/usage-pipeline.json:ro") for m in mounts)
+    assert any(m.startswith("./deploy/grafana/provisioning:") for m in mounts)

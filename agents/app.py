@@ -15,16 +15,18 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import faust
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline import logs
 from pipeline.consume import BatchResult, Booker, BookingConfig
 from pipeline.dlq import SourceMessage
 from pipeline.metrics import CONTENT_TYPE, consumer_lag, new_metrics, observe_batch, set_lag
+from pipeline.movements import expire
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,17 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
             metrics.db_errors.labels("alert_outbox").inc()
             log.warning("alert publishing failed, will retry: %r", exc)
 
+    @app.timer(interval=settings.expiry_interval_seconds, on_leader=True)  # type: ignore[untyped-decorator]
+    async def expire_credits() -> None:
+        try:
+            expired = await asyncio.to_thread(_expire_now, database_url)
+        except Exception as exc:  # nothing changed for the failed user; next tick retries
+            metrics.db_errors.labels("expiry").inc()
+            log.warning("credit expiry failed, will retry: %r", exc)
+            return
+        if expired:
+            log.info("expired %d credits", expired)
+
     @app.timer(interval=LAG_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:
         try:
@@ -148,6 +161,11 @@ def _source(event: faust.EventT[bytes]) -> SourceMessage:
         value=message.value,
         timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
     )
+
+
+def _expire_now(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return expire(conn, datetime.now(UTC))
 
 
 async def _book_or_die(booker: Booker, messages: Sequence[SourceMessage]) -> BatchResult:

@@ -115,7 +115,8 @@ class Metrics:
         )
         self.db_errors = Counter(
             name("db_errors"),
-            "Database errors not retried: events the schema refused, failed alert outbox runs.",
+            "Database errors not retried: events the schema refused, failed alert outbox "
+            "or credit expiry runs.",
             ["kind"],
             registry=r,
         )
@@ -133,7 +134,7 @@ class Metrics:
         )
         for outcome in OUTCOMES:
             self.processed.labels(outcome)
-        for kind in ("refused_event", "alert_outbox"):
+        for kind in ("refused_event", "alert_outbox", "expiry"):
             self.db_errors.labels(kind)
         self.up.set(1)
 

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=50, ge=1, validation_alias="BATCH_MAX_WAIT_MS")
     """BATCH_MAX_WAIT_MS: longest wait to fill a batch before committing it."""
 
+    expiry_interval_seconds: float = Field(
+        default=60.0, gt=0, validation_alias="EXPIRY_INTERVAL_SECONDS"
+    )
+    """EXPIRY_INTERVAL_SECONDS: how often the leader worker expires credit sources."""
+
     state_dir: Path = Field(default=Path(".state"), validation_alias="USAGE_PIPELINE_STATE_DIR")
     """USAGE_PIPELINE_STATE_DIR: data, logs and pid files of the local stack."""
 

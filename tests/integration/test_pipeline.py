@@ -38,7 +38,9 @@ def fresh_database(admin_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def harness(pg_admin_url: str, kafka_bootstrap: str, tmp_path_factory: Any) -> Any:
-    h = Harness(fresh_database(pg_admin_url), kafka_bootstrap)
+    h = Harness(
+        fresh_database(pg_admin_url), kafka_bootstrap, env_overrides={"EXPIRY_INTERVAL_SECONDS": "1"}
+    )
     h.start_worker(tmp_path_factory.mktemp("worker"))
     yield h
     h.stop_worker()
@@ -191,6 +193,27 @@ def test_cache_tokens_in_anthropic_shape(harness: Harness) -> None:
         event["request_id"],
     )
     assert (inp, cached, writes, cost) == (10_000, 6000, 3000, Decimal("0.00705"))
+
+
+def test_the_worker_expires_credit_sources_on_its_timer(harness: Harness) -> None:
+    user = new_user(harness, credits=100)
+    with psycopg.connect(harness.database_url) as conn:
+        grant(conn, Grant(user, 700, "bonus", datetime.now(UTC) + timedelta(seconds=1)))
+    wait_for(
+        lambda: harness.query(
+            "SELECT count(*) FROM credit_deduction_ledger WHERE user_id = %s AND reason = 'expiration'",
+            user,
+        )[0][0] == 1,
+        30, "the worker's expiry run",
+    )  # fmt: skip
+    [(amount, before, after)] = harness.query(
+        "SELECT amount, balance_before, balance_after FROM credit_deduction_ledger "
+        "WHERE user_id = %s AND reason = 'expiration'",
+        user,
+    )
+    assert (amount, before, after) == (-700, 800, 100)
+    assert balance(harness, user) == 100
+    assert_books_clean(harness, user)
 
 
 def test_sources_pay_soonest_expiring_first_and_never_expired(harness: Harness) -> None:

@@ -22,6 +22,7 @@ import faust
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from agents.live import install_live_view
 from pipeline import logs
 from pipeline.consume import BatchResult, Booker, BookingConfig
 from pipeline.dlq import SourceMessage
@@ -72,6 +73,7 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         for name in (settings.dlq_topic, settings.alerts_topic)
     ]
 
+    live = install_live_view(app, usage)
     pool = AsyncConnectionPool(database_url, open=False, min_size=1, max_size=4)
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: list[Any]) -> None:
@@ -110,6 +112,7 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
             result = await _book_or_die(booker, messages)
             observe_batch(metrics, result, messages, time.monotonic() - started, time.time())
             logs.log_rejected(log, result, messages)
+            live.record(result, messages)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def flush_alerts() -> None:

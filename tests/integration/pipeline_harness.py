@@ -62,18 +62,21 @@ class Harness:
         return f"alerts.{self.tag}"
 
     def env(self) -> dict[str, str]:
-        return dict(
-            os.environ,
-            DATABASE_URL=self.database_url,
-            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
-            USAGE_TOPIC=self.usage_topic,
-            DLQ_TOPIC=self.dlq_topic,
-            ALERTS_TOPIC=self.alerts_topic,
-            WORKER_ID=f"worker-{self.tag}",
-            WORKER_WEB_PORT=str(free_port()),
-            LOW_BALANCE_CREDITS="100",
-            TOPIC_PARTITIONS="2",
-            **self.env_overrides,
+        """The worker's environment; `env_overrides` win over these defaults."""
+        return (
+            dict(
+                os.environ,
+                DATABASE_URL=self.database_url,
+                KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+                USAGE_TOPIC=self.usage_topic,
+                DLQ_TOPIC=self.dlq_topic,
+                ALERTS_TOPIC=self.alerts_topic,
+                WORKER_ID=f"worker-{self.tag}",
+                WORKER_WEB_PORT=str(free_port()),
+                LOW_BALANCE_CREDITS="100",
+                TOPIC_PARTITIONS="2",
+            )
+            | self.env_overrides
         )
 
     def start_worker(self, log_dir: Path) -> None:

@@ -1,0 +1,164 @@
+"""The live usage view on real workers: totals equal the ledger, any worker answers.
+
+Events go through the real topic to real worker processes; the test then asks the
+workers' web servers and compares with what the ledger sums to for the same UTC day.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from aiokafka.partitioner import murmur2
+
+from tests.integration.pipeline_harness import Harness, free_port, make_event, wait_for
+from tests.integration.test_pipeline import fresh_database, new_user
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 2  # the harness's TOPIC_PARTITIONS
+
+
+def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}
+
+
+def today_view(port: int, user: uuid.UUID) -> dict[str, Any]:
+    status, body = get(port, f"/users/{user}/usage/today")
+    return body if status == 200 else {}
+
+
+def ledger_day(h: Harness, user: uuid.UUID, day: str) -> dict[str, Any]:
+    [(requests, inp, out, credits, cost)] = h.query(
+        """
+        SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+               coalesce(sum(credits_deducted), 0), coalesce(sum(vendor_cost), 0)
+        FROM token_usage_ledger
+        WHERE user_id = %s AND (request_started_at AT TIME ZONE 'UTC')::date = %s::date
+        """,
+        user,
+        day,
+    )
+    return {"requests": requests, "input_tokens": inp, "output_tokens": out,
+            "credits": credits, "vendor_cost": Decimal(cost)}  # fmt: skip
+
+
+def live_totals(body: dict[str, Any]) -> dict[str, Any]:
+    keys = ("requests", "input_tokens", "output_tokens", "credits")
+    return {**{k: body[k] for k in keys}, "vendor_cost": Decimal(body["vendor_cost"])}
+
+
+def matches_ledger(h: Harness, port: int, user: uuid.UUID) -> dict[str, Any] | None:
+    body = today_view(port, user)
+    if body and live_totals(body) == ledger_day(h, user, body["day"]):
+        return body
+    return None
+
+
+def test_live_view_equals_todays_ledger_and_ignores_duplicates(
+    pg_admin_url: str, kafka_bootstrap: str, tmp_path: Any
+) -> None:
+    port = free_port()
+    h = Harness(fresh_database(pg_admin_url), kafka_bootstrap)
+    h.env_overrides["WORKER_WEB_PORT"] = str(port)
+    user, other = new_user(h, credits=10_000), new_user(h, credits=10_000)
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    today = [
+        make_event(user, started_at=midnight + timedelta(seconds=1)),
+        make_event(user, started_at=max(midnight, now - timedelta(seconds=5)),
+                   input_tokens=5000, output_tokens=100, cached_input_tokens=4000),
+        make_event(user, started_at=midnight + timedelta(seconds=2), output_tokens=7),
+    ]  # fmt: skip
+    yesterday = make_event(user, started_at=midnight - timedelta(hours=1))
+    elsewhere = make_event(other, started_at=midnight + timedelta(seconds=3))
+    h.start_worker(tmp_path)
+    try:
+        h.publish([*today, today[0], yesterday, elsewhere])  # today[0] twice: a redelivery
+        h.wait_booked([e["request_id"] for e in [*today, yesterday, elsewhere]])
+
+        body = wait_for(lambda: h.alive() and matches_ledger(h, port, user), 60,
+                        f"the live view to equal the ledger (log: {h.log_path})")  # fmt: skip
+        day = midnight.date().isoformat()
+        if body["day"] == day:  # not past midnight since the events were published
+            assert body["requests"] == 3  # the redelivery and yesterday's event are not in it
+            assert live_totals(body) == ledger_day(h, user, day)
+            [summary] = h.query(
+                "SELECT total_requests, total_input_tokens, total_output_tokens, "
+                "total_credits_deducted, total_vendor_cost FROM token_usage_daily_summary "
+                "WHERE user_id = %s AND summary_date = %s",
+                user,
+                midnight.date(),
+            )
+            assert tuple(live_totals(body).values()) == summary  # and so do the books' summary
+        assert body["user_id"] == str(user)
+        assert (body["source"], body["best_effort"]) == ("live", True)
+        assert isinstance(body["vendor_cost"], str) and "E" not in body["vendor_cost"]
+
+        stranger = uuid.uuid4()
+        status, empty = get(port, f"/users/{stranger}/usage/today")
+        assert status == 200
+        assert (empty["requests"], empty["credits"], empty["vendor_cost"]) == (0, 0, "0")
+
+        status, error = get(port, "/users/not-a-uuid/usage/today")
+        assert status == 400
+        assert error == {"error": "user_id must be a UUID, got 'not-a-uuid'"}
+    finally:
+        h.stop_worker()
+
+
+def partition_of(user: uuid.UUID) -> int:
+    # aiokafka's (and Java's) default partitioner: murmur2 of the key, as the harness publishes
+    return (murmur2(str(user).encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+def test_any_worker_answers_for_the_owner_of_the_users_partition(
+    pg_admin_url: str, kafka_bootstrap: str, tmp_path: Any
+) -> None:
+    first = Harness(fresh_database(pg_admin_url), kafka_bootstrap)
+    second = Harness(first.database_url, kafka_bootstrap, tag=first.tag)  # one consumer group
+    ports = [free_port(), free_port()]
+    users: dict[int, uuid.UUID] = {}
+    while len(users) < PARTITIONS:
+        user = new_user(first, credits=10_000)
+        users.setdefault(partition_of(user), user)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    events = [make_event(u, started_at=midnight + timedelta(seconds=n))
+              for n in range(1, 4) for u in users.values()]  # fmt: skip
+    try:
+        for h, port in zip((first, second), ports, strict=True):
+            h.env_overrides["WORKER_WEB_PORT"] = str(port)
+            h.start_worker(tmp_path)
+        first.publish(events)
+        first.wait_booked([e["request_id"] for e in events], timeout=120)
+
+        def every_worker_agrees() -> dict[uuid.UUID, set[str]] | None:
+            owners: dict[uuid.UUID, set[str]] = {}
+            for user in users.values():
+                for port in ports:
+                    assert first.alive() and second.alive()
+                    body = matches_ledger(first, port, user)
+                    if not body or body["requests"] == 0:
+                        return None
+                    owners.setdefault(user, set()).add(body["worker"])
+            # each user is answered by one worker, whichever was asked; both workers own one
+            if all(len(o) == 1 for o in owners.values()) and len(set.union(*owners.values())) == 2:
+                return owners
+            return None
+
+        wait_for(every_worker_agrees, 120, "both workers to answer for each partition's owner")
+    finally:
+        first.stop_worker()
+        second.stop_worker()

@@ -4,7 +4,7 @@ PYTHON ?= python3
 KAFKA_POM := deploy/kafka/pom.xml
 
 .DEFAULT_GOAL := help
-.PHONY: help dev kafka-jars test lint bench demo
+.PHONY: help dev kafka-jars test lint bench demo chaos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,3 +30,6 @@ bench: ## Measure the pipeline's throughput
 
 demo: dev ## Install, then run the whole product on this machine: stack, schema, sample traffic, books
 	usage-pipeline demo
+
+chaos: ## Replay traffic while killing workers and restarting PostgreSQL and Kafka; check the books
+	usage-pipeline chaos

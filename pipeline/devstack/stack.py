@@ -217,6 +217,47 @@ def down(settings: Settings) -> list[str]:
     return stopped
 
 
+def restart_postgres(settings: Settings, while_down: Callable[[], object] | None = None) -> None:
+    """Stop this state directory's PostgreSQL and start it again on the same port with the
+    same data, running ``while_down`` in between (a fault drill watches the pipeline there).
+
+    `down` + `up` could move the server: its port stays unbindable for our free-port probe
+    while closed connections linger, though the server itself rebinds it (SO_REUSEADDR).
+    """
+    paths = StackPaths.of(settings.state_dir)
+    with locked(paths):
+        port = read_ports(paths).postgres
+        if port is None or postgres.running(paths) is None:
+            raise StackNotRunning(f"PostgreSQL is not running: {START_HINT}")
+        postgres.stop(paths)
+        if while_down is not None:
+            while_down()
+        pid = postgres.start(paths, port)
+        postgres.wait_ready(paths, pid, port)
+
+
+def restart_kafka(
+    settings: Settings,
+    while_down: Callable[[], object] | None = None,
+    *,
+    pom: Path = toolchain.DEFAULT_POM,
+) -> None:
+    """Stop this state directory's broker and start it again on the same ports with the same
+    log directories, running ``while_down`` in between."""
+    paths = StackPaths.of(settings.state_dir)
+    with locked(paths):
+        ports = read_ports(paths)
+        if ports.kafka is None or ports.kafka_controller is None or not kafka.running_pid(paths):
+            raise StackNotRunning(f"Kafka is not running: {START_HINT}")
+        kafka.stop(paths)
+        if while_down is not None:
+            while_down()
+        pid = kafka.start(
+            paths, ports.kafka, ports.kafka_controller, settings.topic_partitions, pom, _quiet
+        )
+        kafka.wait_ready(paths, pid, ports.kafka)
+
+
 def status(settings: Settings) -> StackStatus:
     paths = StackPaths.of(settings.state_dir)
     ports = read_ports(paths)

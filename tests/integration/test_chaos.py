@@ -1,0 +1,28 @@
+"""The chaos drill, CI-sized: 3,000 events, two worker kills, one kill of one of the two
+workers of the group, one PostgreSQL restart and one Kafka restart, on a stack of its own."""
+
+from __future__ import annotations
+
+from pipeline import chaos
+from pipeline.settings import Settings
+
+TIMEOUT = 180.0
+
+
+def test_chaos_drill_keeps_the_books_exact() -> None:
+    config = chaos.ChaosConfig(events=3000, kills=2, seed=20240611, timeout=TIMEOUT)
+    report = chaos.run(Settings(), config, print)
+    story = "\n".join(report.timeline)
+    assert report.error is None, f"{report.error}\n{story}"
+    faults = "\n".join(report.faults)
+    assert faults.count("; restart it") == 2, story
+    assert faults.count("the other runs alone") == 1, story
+    assert faults.count("restart PostgreSQL") == 1, story
+    assert faults.count("restart the Kafka broker") == 1, story
+    assert "PostgreSQL is back on its port" in story
+    assert "Kafka is back on its port" in story
+    failed = [f"{c.name}: {c.detail}" for c in report.checks if not c.passed]
+    assert len(report.checks) == 5
+    assert not failed, "\n".join(failed) + "\n" + story
+    assert report.passed
+    assert report.elapsed < TIMEOUT

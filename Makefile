@@ -25,8 +25,9 @@ lint: ## ruff check, ruff format --check, mypy (strict)
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
 
-bench: ## Measure the pipeline's throughput
-	usage-pipeline bench
+bench: dev ## Benchmark in its own local stack (3 runs side by side, rate sweep, queries); rewrites docs/benchmarks.md
+	$(PYTHON) -m pip install -e '.[bench]'
+	usage-pipeline bench all
 
 demo: dev ## Install, then run the whole product on this machine: stack, schema, sample traffic, books
 	usage-pipeline demo

@@ -28,7 +28,7 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import books, chaos, db, demo, dev, events, money, worker
+    from pipeline.cli import bench, books, chaos, db, demo, dev, events, money, worker
 
     main.add_command(dev.dev)
     main.add_command(db.db)
@@ -42,6 +42,7 @@ def _register() -> None:
     main.add_command(money.prices_group)
     main.add_command(money.margins_group)
     main.add_command(money.report_group)
+    main.add_command(bench.bench)
     main.add_command(chaos.chaos_command)
 
 

@@ -1,0 +1,255 @@
+"""The bench's pure parts: the generator's shape, percentile math, medians, ratios, targets."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.bench import measure, report, stats, stream
+from pipeline.events import Rejection, UsageEvent, decode
+from pipeline.prices import CatalogEntry, PriceRow, ProviderRef
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def _entries() -> list[CatalogEntry]:
+    cheap = PriceRow(Decimal("0.001"), Decimal("0.002"))
+    dear = PriceRow(Decimal("0.5"), Decimal("1.0"))
+    out = []
+    for provider in ("openai", "anthropic", "google", "mistral", "other"):
+        for i in range(12):
+            price = dear if i == 0 else cheap
+            out.append(
+                CatalogEntry(ProviderRef(provider, provider), f"{provider}-m{i}", "x", price)
+            )
+    return out
+
+
+MODELS = stream.pick_models(_entries())
+USERS = stream.make_users(40)
+
+
+def test_models_are_affordable_popular_and_weighted() -> None:
+    assert {m.provider for m in MODELS} == {"openai", "anthropic", "google", "mistral"}
+    assert all(not m.model.endswith("-m0") for m in MODELS)  # over the price caps
+    assert sum(m.weight for m in MODELS) == pytest.approx(
+        sum(stream.PROVIDER_SHARE[p] for p in ("openai", "anthropic", "google", "mistral"))
+    )
+    assert stream.pick_models(_entries()) == MODELS  # seeded
+
+
+def test_users_are_heavy_tailed_with_every_tier() -> None:
+    weights = [u.weight for u in USERS]
+    assert weights == sorted(weights, reverse=True)
+    assert sum(weights[:4]) > sum(weights[20:])  # a few users send most of the traffic
+    assert {u.tier for u in USERS} == {None, "pro", "pro_max", "enterprise_pro", "enterprise_max"}
+    assert len({u.id for u in USERS}) == len(USERS)
+
+
+@pytest.mark.parametrize("count", [100, 1000, 2345])
+def test_duplicate_and_malformed_shares_are_exact(count: int) -> None:
+    s = stream.generate(count, NOW, MODELS, USERS, seed=3)
+    assert len(s.lines) == len(s.keys) == len(s.request_ids) == count
+    assert s.duplicates == round(count * 0.05)
+    assert s.malformed == round(count * 0.01)
+    assert s.unique_valid == count - s.duplicates - s.malformed
+    assert sum(1 for r in s.request_ids if r is None) == s.malformed
+    assert len(s.valid_ids()) == s.unique_valid
+
+
+def test_every_record_decodes_as_its_kind_and_redeliveries_follow_their_original() -> None:
+    s = stream.generate(3000, NOW, MODELS, USERS, seed=11)
+    seen: dict[bytes, int] = {}
+    late = 0
+    for i, (line, request_id) in enumerate(zip(s.lines, s.request_ids, strict=True)):
+        decoded = decode(line, NOW, timedelta(minutes=5))
+        if request_id is None:
+            assert isinstance(decoded, Rejection)
+            continue
+        assert isinstance(decoded, UsageEvent)
+        assert decoded.request_id == request_id
+        assert str(decoded.user_id).encode() == s.keys[i]
+        if line in seen:
+            assert seen[line] < i
+        else:
+            seen[line] = i
+            late += decoded.started_at < NOW - timedelta(minutes=30)
+        assert decoded.input_tokens <= stream.MAX_PROMPT_TOKENS
+    assert late == s.late > 0
+    assert len(seen) == s.unique_valid
+
+
+def test_same_seed_same_stream_other_seed_other_ids() -> None:
+    a = stream.generate(500, NOW, MODELS, USERS, seed=5)
+    b = stream.generate(500, NOW, MODELS, USERS, seed=5)
+    c = stream.generate(500, NOW, MODELS, USERS, seed=6)
+    assert a.lines == b.lines
+    assert not a.valid_ids() & c.valid_ids()
+
+
+def test_cache_tokens_and_provider_shapes_appear() -> None:
+    s = stream.generate(2000, NOW, MODELS, USERS, seed=1)
+    events = [json.loads(x) for x, r in zip(s.lines, s.request_ids, strict=True) if r]
+    assert any(e.get("cached_input_tokens") for e in events)
+    assert any(e.get("cache_write_tokens") for e in events)
+    assert any("prompt_tokens" in e.get("usage", {}) for e in events)
+    assert any("cache_read_input_tokens" in e.get("usage", {}) for e in events)
+
+
+def test_generator_refuses_nothing_to_generate() -> None:
+    with pytest.raises(ValueError):
+        stream.generate(0, NOW, MODELS, USERS)
+
+
+def test_percentiles_interpolate_like_numpy() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert stats.percentile(values, 50) == pytest.approx(50.5)
+    assert stats.percentile(values, 99) == pytest.approx(99.01)
+    assert stats.percentile([7.0], 99) == 7.0
+    assert stats.percentile([], 50) is None
+    with pytest.raises(ValueError):
+        stats.percentile(values, 101)
+    summary = stats.latency_summary([10.0, 20.0, 30.0, 40.0])
+    assert summary == {
+        "p50_ms": 25.0,
+        "p95_ms": pytest.approx(38.5),
+        "p99_ms": pytest.approx(39.7),
+        "max_ms": 40.0,
+    }
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=50), st.floats(0, 100))
+def test_percentile_lies_between_min_and_max_and_is_monotone(values: list[float], p: float) -> None:
+    value = stats.percentile(values, p)
+    assert value is not None
+    assert min(values) <= value <= max(values)
+    higher = stats.percentile(values, min(100.0, p + 1))
+    assert higher is not None and higher >= value - 1e-6
+
+
+def test_rate_median_ratio_handle_the_unknown() -> None:
+    assert stats.rate(100, 4.0) == 25.0
+    assert stats.rate(100, 0.0) is None
+    assert stats.rate(100, None) is None
+    assert stats.median([3.0, None, 1.0, 2.0]) == 2.0
+    assert stats.median([None]) is None
+    assert stats.median_of([{"x": 1}, {"x": 5}, {"y": 2}, {"x": "n/a"}], "x") == 3.0
+    assert stats.ratio(10.0, 4.0) == 2.5
+    assert stats.ratio(10.0, 0.0) is None
+    assert stats.ratio(None, 4.0) is None
+
+
+def test_targets_met_missed_and_unmeasured() -> None:
+    targets = {t.name: t for t in stats.evaluate_targets(20_000.0, 251.0, 9.99, None)}
+    assert targets["sustained"].verdict == "MET"
+    assert targets["p99_at_5k"].verdict == "MISSED"
+    assert targets["vs_baseline"].verdict == "MISSED"
+    assert targets["vs_copy"].verdict == "NOT MEASURED"
+    assert stats.evaluate_targets(1.0, 250.0, 10.0, 0.5)[1].met is True
+
+
+def _run(pipeline: float, baseline: float, copy: float, bare: float, p99_at_5k: float) -> dict:
+    def runner(eps: float) -> dict:
+        return {
+            "throughput_eps": eps,
+            "events": 1000,
+            "cpu_seconds": 2.0,
+            "db_cpu_seconds": 1.0,
+            "peak_rss_mib": 100.0,
+            "books_exact": True,
+        }
+
+    point = {"publish_eps": 5000.0, "throughput_eps": 4900.0, "books_exact": True}
+    return {
+        "runners": {
+            "pipeline": runner(pipeline),
+            "baseline": runner(baseline),
+            "copy": runner(copy) | {"cpu_seconds": None},
+            "bare": runner(bare) | {"books_exact": None},
+        },
+        "sweep": [
+            point
+            | {
+                "offered_eps": 5000.0,
+                "latency": {"p50_ms": 10.0, "p95_ms": 50.0, "p99_ms": p99_at_5k},
+            },
+            point
+            | {"offered_eps": None, "latency": {"p50_ms": 900.0, "p95_ms": 990.0, "p99_ms": 999.0}},
+        ],
+    }
+
+
+def test_summary_takes_medians_then_ratios_and_targets() -> None:
+    runs = [
+        _run(6000, 1000, 30000, 60000, 200),
+        _run(5000, 900, 25000, 50000, 300),
+        _run(7000, 500, 20000, 90000, 100),
+    ]
+    s = report.summarize(runs)
+    assert s["runners"]["pipeline"]["throughput_eps"] == 6000
+    assert s["runners"]["baseline"]["throughput_eps"] == 900
+    assert s["runners"]["pipeline"]["cpu_ms_per_1k_events"] == 2000.0
+    assert s["runners"]["copy"]["cpu_ms_per_1k_events"] is None
+    assert s["runners"]["bare"]["books_exact"] is None
+    assert s["ratios"] == {"b/a": pytest.approx(6000 / 900), "b/c": 0.24, "b/d": 0.1}
+    assert [p["offered_eps"] for p in s["sweep"]] == [5000.0, None]
+    assert s["sweep"][0]["p99_ms"] == 200
+    verdicts = {t["name"]: t["verdict"] for t in s["targets"]}
+    assert verdicts == {
+        "sustained": "MISSED",
+        "p99_at_5k": "MET",
+        "vs_baseline": "MISSED",
+        "vs_copy": "MISSED",
+    }
+    lines = report.tables(s)
+    assert any("6,000" in line and "pipeline" in line for line in lines)
+    assert any("6.67x" in line for line in lines)
+
+
+def test_summary_flags_a_books_mismatch() -> None:
+    runs = [_run(1, 1, 1, 1, 1), _run(1, 1, 1, 1, 1)]
+    runs[1]["runners"]["pipeline"]["books_exact"] = False
+    assert report.summarize(runs)["runners"]["pipeline"]["books_exact"] is False
+
+
+def test_proc_parsing() -> None:
+    ticks = measure.CLOCK_TICKS
+    line = f"42 (python -m (x)) S 7 1 1 0 -1 0 0 0 0 0 {3 * ticks} {ticks} {2 * ticks} {ticks} 20 0 1 0"
+    assert measure.parse_stat(line) == (7, 4.0, 3.0)
+    assert measure.parse_vmhwm_kib("Name:\tx\nVmPeak:\t 9 kB\nVmHWM:\t  1234 kB\n") == 1234
+    assert measure.parse_vmhwm_kib("Name:\tx\n") is None
+
+
+def test_interpolation_between_samples() -> None:
+    samples = [(10.0, 1.0), (12.0, 3.0), (14.0, 3.0)]
+    assert measure.interpolate(samples, 11.0) == 2.0
+    assert measure.interpolate(samples, 5.0) == 1.0
+    assert measure.interpolate(samples, 20.0) == 3.0
+    assert measure.interpolate([], 1.0) is None
+
+
+def test_figures_block_is_replaced_between_its_markers_only() -> None:
+    from pipeline.bench import plot
+
+    doc = f"# Title\n\nprose\n\n{plot.BEGIN}\nold figures\n{plot.END}\n\nmore prose\n"
+    new = plot.replace_figures(doc, [plot.BEGIN, "new", plot.END])
+    assert new == f"# Title\n\nprose\n\n{plot.BEGIN}\nnew\n{plot.END}\n\nmore prose\n"
+    with pytest.raises(plot.PlotError):
+        plot.replace_figures("# no markers\n", ["x"])
+
+
+def test_rates_option() -> None:
+    import click
+
+    from pipeline.cli.bench import parse_rates
+
+    assert parse_rates("1000, 2500,max") == [1000.0, 2500.0, None]
+    assert parse_rates("") == []
+    for bad in ("fast", "-5"):
+        with pytest.raises(click.BadParameter):
+            parse_rates(bad)

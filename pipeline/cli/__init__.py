@@ -28,7 +28,7 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import bench, books, chaos, db, demo, dev, events, money, worker
+    from pipeline.cli import bench, books, chaos, db, demo, dev, events, money, plans, worker
 
     main.add_command(dev.dev)
     main.add_command(db.db)
@@ -39,6 +39,8 @@ def _register() -> None:
     main.add_command(demo.demo_command)
     main.add_command(books.reconcile_command)
     main.add_command(books.credits)
+    for command in plans.COMMANDS:
+        books.credits.add_command(command)
     main.add_command(money.prices_group)
     main.add_command(money.margins_group)
     main.add_command(money.report_group)

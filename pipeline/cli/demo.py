@@ -15,6 +15,7 @@ import click
 import psycopg
 
 from pipeline import demo, kafka_io, migrations, sample, seed
+from pipeline import report as reports
 from pipeline.cli.common import stack_urls
 from pipeline.reconcile import reconcile
 from pipeline.settings import Settings
@@ -93,10 +94,19 @@ def _report(
         totals = demo.user_totals(conn, [u.id for u in sample.DEMO_USERS])
         violations = reconcile(conn)
         span = conn.execute(
-            "SELECT count(*), extract(epoch FROM max(created_at) - min(created_at)) "
-            "FROM token_usage_ledger WHERE created_at >= %s",
+            """
+            SELECT count(*), extract(epoch FROM max(created_at) - min(created_at)),
+                   min(request_started_at AT TIME ZONE 'UTC')::date,
+                   max(request_started_at AT TIME ZONE 'UTC')::date
+            FROM token_usage_ledger WHERE created_at >= %s
+            """,
             (run_start,),
         ).fetchone()
+        rows, seconds, first_day, last_day = span if span else (0, None, None, None)
+        # The UTC days this run's requests started on (today, if it booked nothing new).
+        first_day, last_day = first_day or run_start.date(), last_day or run_start.date()
+        by_user = reports.daily_report(conn, first_day, last_day, by="user")
+        by_model = reports.daily_report(conn, first_day, last_day, by="model")
     click.echo("")
     header = ("user", "requests", "tokens", "vendor USD", "credits", "balance")
     click.echo("{:<20}{:>10}{:>14}{:>16}{:>12}{:>12}".format(*header))
@@ -111,18 +121,24 @@ def _report(
     click.echo("\ndead letters by reason (all runs):")
     for reason, n in letters.most_common():
         click.echo(f"  {reason:<22}{n}")
-    rows, seconds = span if span else (0, None)
     click.echo(
         f"\ndrained {published} events in {elapsed:.1f}s including the worker's start "
         f"({published / elapsed:.0f} events/s)"
-    )
-    click.echo(
-        "reconcile: every invariant holds"
-        if not violations
-        else "reconcile FAILED:\n" + "\n".join(f"  {v}" for v in violations)
     )
     if seconds:
         click.echo(
             f"booked {rows} ledger rows in {float(seconds):.1f}s from first to last commit "
             f"({rows / float(seconds):.0f} rows/s)"
         )
+    click.echo(
+        "reconcile: every invariant holds"
+        if not violations
+        else "reconcile FAILED:\n" + "\n".join(f"  {v}" for v in violations)
+    )
+    days = f"{first_day}" if first_day == last_day else f"{first_day} to {last_day}"
+    click.echo(f"\ndaily report {days} by user (from the summary tables):")
+    click.echo(reports.render(by_user, "table"))
+    click.echo(f"\ndaily report {days} by model:")
+    click.echo(reports.render(by_model, "table"))
+    if violations:
+        raise click.ClickException(f"reconcile found {len(violations)} violations")

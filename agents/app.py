@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import faust
 import psycopg
+from faust.types import TP
 from psycopg_pool import AsyncConnectionPool
 
 from agents.live import install_live_view
@@ -28,6 +29,7 @@ from pipeline.consume import BatchResult, Booker, BookingConfig
 from pipeline.dlq import SourceMessage
 from pipeline.metrics import CONTENT_TYPE, consumer_lag, new_metrics, observe_batch, set_lag
 from pipeline.movements import expire
+from pipeline.offsets import Gap
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         for name in (settings.dlq_topic, settings.alerts_topic)
     ]
 
-    live = install_live_view(app, usage)
+    live = install_live_view(app, usage) if settings.live_usage_view else None
     pool = AsyncConnectionPool(database_url, open=False, min_size=1, max_size=4)
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: list[Any]) -> None:
@@ -88,6 +90,7 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
             usd_per_credit=settings.usd_per_credit,
             low_water=settings.low_balance_credits,
             max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+            consumer_group=settings.worker_id,
         ),
     )
     app.booker = booker  # type: ignore[attr-defined]
@@ -110,9 +113,12 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
             messages = [_source(e) for e in events]
             started = time.monotonic()
             result = await _book_or_die(booker, messages)
+            if result.gaps:
+                await _rewind_and_die(app, result.gaps)
             observe_batch(metrics, result, messages, time.monotonic() - started, time.time())
             logs.log_rejected(log, result, messages)
-            live.record(result, messages)
+            if live is not None:
+                live.record(result, messages)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def flush_alerts() -> None:
@@ -185,6 +191,20 @@ async def _book_or_die(booker: Booker, messages: Sequence[SourceMessage]) -> Bat
         raise
     except BaseException as exc:
         _die(f"batch of {len(messages)} could not be booked: {exc!r}")
+
+
+async def _rewind_and_die(app: faust.App, gaps: list[Gap]) -> NoReturn:
+    """Commit the group back to the first skipped record, then stop unacknowledged.
+
+    Faust acknowledges only forward, so the rewind is a direct offset commit (the
+    transport's `_commit`), and the restart reads from there.
+    """
+    rewind = {TP(g.topic, g.partition): g.expected for g in gaps}
+    try:
+        await app.consumer._commit(rewind)  # type: ignore[attr-defined]
+    except Exception as exc:  # the recorded offsets still refuse the batch next time
+        log.error("rewinding %s failed: %r", rewind, exc)
+    _die(f"records were skipped; rewound {rewind}")
 
 
 def _die(why: str) -> NoReturn:

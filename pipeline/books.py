@@ -24,6 +24,7 @@ import psycopg
 from pipeline.booking import BatchPlan, BookContext, Subscription, plan_batch
 from pipeline.deduction import Source
 from pipeline.events import Decoded, UsageEvent
+from pipeline.offsets import SkippedRecords, Span, check_and_advance
 from pipeline.pricing import MarginConfig, Price
 from pipeline.rollup import model_days, user_days
 
@@ -36,9 +37,19 @@ async def book_batch(
     usd_per_credit: Decimal,
     low_water: int,
     before_commit: Callable[[BatchPlan], Awaitable[None]],
+    consumed: tuple[str, list[Span]] | None = None,
 ) -> BatchPlan:
-    """Plan and write one batch in one transaction; returns the committed plan."""
+    """Plan and write one batch in one transaction; returns the committed plan.
+
+    `consumed` is (consumer group, the batch's offset spans): the booked-up-to offsets
+    advance in the same transaction, and `SkippedRecords` rolls it back if the batch
+    starts past them.
+    """
     async with conn.transaction(), conn.cursor() as cur:
+        if consumed is not None:
+            gaps = await check_and_advance(cur, *consumed)
+            if gaps:
+                raise SkippedRecords(gaps)
         await cur.execute("SELECT now()")
         row = await cur.fetchone()
         assert row is not None

@@ -27,11 +27,12 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from pipeline import books
+from pipeline import books, offsets
 from pipeline.booking import BatchPlan
 from pipeline.dlq import SourceMessage, dead_letter, to_headers
 from pipeline.errors import Reason
 from pipeline.events import Decoded, Rejection, decode
+from pipeline.offsets import Gap, SkippedRecords, Span, spans
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class BookingConfig:
     low_water: int
     max_future_skew: timedelta
     max_backoff_seconds: float = 5.0
+    consumer_group: str | None = None
+    """When set, booked-up-to offsets are kept per partition (`pipeline.offsets`)."""
 
 
 @dataclass
@@ -73,6 +76,8 @@ class BatchResult:
     credits: int = 0
     retries: int = 0
     plans: list[BatchPlan] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    """Skipped records found instead of booking: the caller must rewind and restart."""
 
 
 class Booker:
@@ -104,8 +109,16 @@ class Booker:
                         self.config.usd_per_credit,
                         self.config.low_water,
                         lambda plan: self._dead_letter(messages, plan),
+                        self._consumed(messages),
                     )
                 _tally(plan, result)
+                return
+            except SkippedRecords as skipped:
+                assert self.config.consumer_group is not None
+                log.error("records were skipped, not booking the batch: %s", skipped)
+                async with self.pool.connection() as conn:
+                    await offsets.mark_rewound(conn, self.config.consumer_group, skipped.gaps)
+                result.gaps.extend(skipped.gaps)
                 return
             except (*RETRIABLE_DB_ERRORS, KafkaSendError) as exc:
                 attempt += 1
@@ -124,8 +137,14 @@ class Booker:
                 half = len(messages) // 2
                 log.warning("batch of %d refused (%r): splitting", len(messages), exc)
                 await self._book(messages[:half], decoded[:half], result)
-                await self._book(messages[half:], decoded[half:], result)
+                if not result.gaps:
+                    await self._book(messages[half:], decoded[half:], result)
                 return
+
+    def _consumed(self, messages: list[SourceMessage]) -> tuple[str, list[Span]] | None:
+        if self.config.consumer_group is None:
+            return None
+        return self.config.consumer_group, spans((m.topic, m.partition, m.offset) for m in messages)
 
     async def _dead_letter(self, messages: list[SourceMessage], plan: BatchPlan) -> None:
         at = datetime.now(UTC)

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=50, ge=1, validation_alias="BATCH_MAX_WAIT_MS")
     """BATCH_MAX_WAIT_MS: longest wait to fill a batch before committing it."""
 
+    live_usage_view: bool = Field(default=False, validation_alias="LIVE_USAGE_VIEW")
+    """LIVE_USAGE_VIEW: serve /users/{id}/usage/today from a Faust windowed table (opt-in)."""
+
     expiry_interval_seconds: float = Field(
         default=60.0, gt=0, validation_alias="EXPIRY_INTERVAL_SECONDS"
     )

@@ -23,6 +23,7 @@ from tests.integration.test_pipeline import fresh_database, new_user
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 2  # the harness's TOPIC_PARTITIONS
+LIVE = {"LIVE_USAGE_VIEW": "true"}
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
@@ -71,7 +72,7 @@ def test_live_view_equals_todays_ledger_and_ignores_duplicates(
     pg_admin_url: str, kafka_bootstrap: str, tmp_path: Any
 ) -> None:
     port = free_port()
-    h = Harness(fresh_database(pg_admin_url), kafka_bootstrap)
+    h = Harness(fresh_database(pg_admin_url), kafka_bootstrap, env_overrides=LIVE)
     h.env_overrides["WORKER_WEB_PORT"] = str(port)
     user, other = new_user(h, credits=10_000), new_user(h, credits=10_000)
     now = datetime.now(UTC)
@@ -127,8 +128,8 @@ def partition_of(user: uuid.UUID) -> int:
 def test_any_worker_answers_for_the_owner_of_the_users_partition(
     pg_admin_url: str, kafka_bootstrap: str, tmp_path: Any
 ) -> None:
-    first = Harness(fresh_database(pg_admin_url), kafka_bootstrap)
-    second = Harness(first.database_url, kafka_bootstrap, tag=first.tag)  # one consumer group
+    first = Harness(fresh_database(pg_admin_url), kafka_bootstrap, env_overrides=LIVE)
+    second = Harness(first.database_url, kafka_bootstrap, tag=first.tag, env_overrides=LIVE)  # one consumer group
     ports = [free_port(), free_port()]
     users: dict[int, uuid.UUID] = {}
     while len(users) < PARTITIONS:

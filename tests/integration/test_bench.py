@@ -82,7 +82,6 @@ def test_tiny_stream_bench_books_exactly_the_unique_valid_events(tmp_path: Path)
     for line in ("(b) pipeline", ">= 20,000 events/s sustained", "wrote"):
         assert line in done.stdout
 
-    pytest.importorskip("matplotlib", reason="the `bench` extra is not installed")
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"# Bench\n\nprose stays\n\n{plot.BEGIN}\n{plot.END}\n")
     plotted = _cli("plot", "--data", str(out), "--doc", str(doc))

@@ -40,16 +40,12 @@ def plot_throughput(summary: Mapping[str, Any], path: Path) -> None:
     ax.plot(x, [p["throughput_eps"] for p in points], "o-", label="(b) pipeline, booked")
     top = max(x, default=1)
     ax.plot([0, top], [0, top], ":", color="grey", label="booked = offered")
-    styles = {"baseline": "--", "copy": "-.", "bare": (0, (1, 3))}
+    styles = {"baseline": ("--", "C3"), "copy": ("-.", "C2"), "bare": (":", "C4")}
     for name, label in report.RUNNERS[1:]:
         eps = summary["runners"].get(name, {}).get("throughput_eps")
         if eps:
-            ax.axhline(
-                eps,
-                linestyle=styles[name],
-                color="C" + str(len(styles[name]) % 9),
-                label=f"{label} (drain)",
-            )
+            style, color = styles[name]
+            ax.axhline(eps, linestyle=style, color=color, label=f"{label} (drain)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered rate (events/s; last point: as fast as published)")
@@ -109,6 +105,13 @@ def figures_markdown(result: Mapping[str, Any], image_dir: str) -> list[str]:
         "",
         *report.markdown_table(report.runner_rows(s)),
         "",
+        "Each run's events/s (the spread shows how steady the machine was): "
+        + "; ".join(
+            f"{name} " + ", ".join(_eps(run["runners"].get(name)) for run in result["runs"])
+            for name, _ in report.RUNNERS
+        )
+        + ".",
+        "",
         "**The pipeline against offered rate**",
         "",
         *report.markdown_table(report.sweep_rows(s)),
@@ -123,6 +126,11 @@ def figures_markdown(result: Mapping[str, Any], image_dir: str) -> list[str]:
         "",
         END,
     ]
+
+
+def _eps(runner: Mapping[str, Any] | None) -> str:
+    eps = runner.get("throughput_eps") if runner else None
+    return "-" if eps is None else f"{eps:,.0f}"
 
 
 def replace_figures(doc_text: str, block: list[str]) -> str:

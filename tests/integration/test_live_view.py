@@ -129,7 +129,9 @@ def test_any_worker_answers_for_the_owner_of_the_users_partition(
     pg_admin_url: str, kafka_bootstrap: str, tmp_path: Any
 ) -> None:
     first = Harness(fresh_database(pg_admin_url), kafka_bootstrap, env_overrides=LIVE)
-    second = Harness(first.database_url, kafka_bootstrap, tag=first.tag, env_overrides=LIVE)  # one consumer group
+    second = Harness(
+        first.database_url, kafka_bootstrap, tag=first.tag, env_overrides=LIVE
+    )  # one consumer group
     ports = [free_port(), free_port()]
     users: dict[int, uuid.UUID] = {}
     while len(users) < PARTITIONS:

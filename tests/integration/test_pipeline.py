@@ -39,7 +39,9 @@ def fresh_database(admin_url: str) -> str:
 @pytest.fixture(scope="module")
 def harness(pg_admin_url: str, kafka_bootstrap: str, tmp_path_factory: Any) -> Any:
     h = Harness(
-        fresh_database(pg_admin_url), kafka_bootstrap, env_overrides={"EXPIRY_INTERVAL_SECONDS": "1"}
+        fresh_database(pg_admin_url),
+        kafka_bootstrap,
+        env_overrides={"EXPIRY_INTERVAL_SECONDS": "1"},
     )
     h.start_worker(tmp_path_factory.mktemp("worker"))
     yield h

@@ -31,6 +31,47 @@ from pipeline.rollup import model_days, user_days
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
 
+# How a day's increments add into an existing summary row; shared by the bench filler.
+TOKEN_SUMMARY_MERGE = """
+    ON CONFLICT (user_id, summary_date) DO UPDATE SET
+        total_requests = t.total_requests + EXCLUDED.total_requests,
+        successful_requests = t.successful_requests + EXCLUDED.successful_requests,
+        total_input_tokens = t.total_input_tokens + EXCLUDED.total_input_tokens,
+        total_output_tokens = t.total_output_tokens + EXCLUDED.total_output_tokens,
+        total_processing_time_ms = t.total_processing_time_ms + EXCLUDED.total_processing_time_ms,
+        total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
+        total_credits_deducted = t.total_credits_deducted + EXCLUDED.total_credits_deducted,
+        total_gross_margin = t.total_gross_margin + EXCLUDED.total_gross_margin,
+        avg_request_latency_ms = round(
+            (t.total_processing_time_ms + EXCLUDED.total_processing_time_ms)::numeric
+            / (t.total_requests + EXCLUDED.total_requests)),
+        success_rate = round(
+            100.0 * (t.successful_requests + EXCLUDED.successful_requests)
+            / (t.total_requests + EXCLUDED.total_requests), 2)
+"""
+CREDIT_SUMMARY_MERGE = """
+    ON CONFLICT (user_id, summary_date) DO UPDATE SET
+        total_deductions = t.total_deductions + EXCLUDED.total_deductions,
+        total_requests = t.total_requests + EXCLUDED.total_requests,
+        total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
+        total_gross_margin = t.total_gross_margin + EXCLUDED.total_gross_margin
+"""
+MODEL_SUMMARY_MERGE = """
+    ON CONFLICT (summary_date, provider_id, model_id) DO UPDATE SET
+        total_requests = t.total_requests + EXCLUDED.total_requests,
+        total_input_tokens = t.total_input_tokens + EXCLUDED.total_input_tokens,
+        total_output_tokens = t.total_output_tokens + EXCLUDED.total_output_tokens,
+        total_cached_input_tokens =
+            t.total_cached_input_tokens + EXCLUDED.total_cached_input_tokens,
+        total_cache_write_tokens =
+            t.total_cache_write_tokens + EXCLUDED.total_cache_write_tokens,
+        total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
+        total_credits_deducted = t.total_credits_deducted + EXCLUDED.total_credits_deducted,
+        total_credit_value_usd = t.total_credit_value_usd + EXCLUDED.total_credit_value_usd,
+        updated_at = now()
+"""
+
+
 async def book_batch(
     conn: psycopg.AsyncConnection,
     decoded: Sequence[Decoded],
@@ -262,23 +303,7 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
             FROM unnest(%s::uuid[], %s::date[], %s::int[], %s::int[], %s::int[], %s::int[],
                         %s::bigint[], %s::numeric[], %s::int[], %s::numeric[])
                 AS v(user_id, day, requests, ok, input, output, latency, cost, credits, margin)
-            ON CONFLICT (user_id, summary_date) DO UPDATE SET
-                total_requests = t.total_requests + EXCLUDED.total_requests,
-                successful_requests = t.successful_requests + EXCLUDED.successful_requests,
-                total_input_tokens = t.total_input_tokens + EXCLUDED.total_input_tokens,
-                total_output_tokens = t.total_output_tokens + EXCLUDED.total_output_tokens,
-                total_processing_time_ms =
-                    t.total_processing_time_ms + EXCLUDED.total_processing_time_ms,
-                total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
-                total_credits_deducted = t.total_credits_deducted + EXCLUDED.total_credits_deducted,
-                total_gross_margin = t.total_gross_margin + EXCLUDED.total_gross_margin,
-                avg_request_latency_ms = round(
-                    (t.total_processing_time_ms + EXCLUDED.total_processing_time_ms)::numeric
-                    / (t.total_requests + EXCLUDED.total_requests)),
-                success_rate = round(
-                    100.0 * (t.successful_requests + EXCLUDED.successful_requests)
-                    / (t.total_requests + EXCLUDED.total_requests), 2)
-            """,
+            """ + TOKEN_SUMMARY_MERGE,
             (
                 [k[0] for k in keys], [k[1] for k in keys],
                 [r.requests for r in rows], [r.successful_requests for r in rows],
@@ -296,12 +321,7 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
                     total_vendor_cost, total_gross_margin)
                 SELECT * FROM unnest(%s::uuid[], %s::date[], %s::int[], %s::int[],
                                      %s::numeric[], %s::numeric[])
-                ON CONFLICT (user_id, summary_date) DO UPDATE SET
-                    total_deductions = t.total_deductions + EXCLUDED.total_deductions,
-                    total_requests = t.total_requests + EXCLUDED.total_requests,
-                    total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
-                    total_gross_margin = t.total_gross_margin + EXCLUDED.total_gross_margin
-                """,
+                """ + CREDIT_SUMMARY_MERGE,
                 (
                     [k[0] for k in charged], [k[1] for k in charged],
                     [days[k].credits for k in charged], [days[k].deductions for k in charged],
@@ -322,19 +342,7 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
             SELECT * FROM unnest(%s::date[], %s::uuid[], %s::text[], %s::bigint[], %s::bigint[],
                                  %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[],
                                  %s::bigint[], %s::numeric[])
-            ON CONFLICT (summary_date, provider_id, model_id) DO UPDATE SET
-                total_requests = t.total_requests + EXCLUDED.total_requests,
-                total_input_tokens = t.total_input_tokens + EXCLUDED.total_input_tokens,
-                total_output_tokens = t.total_output_tokens + EXCLUDED.total_output_tokens,
-                total_cached_input_tokens =
-                    t.total_cached_input_tokens + EXCLUDED.total_cached_input_tokens,
-                total_cache_write_tokens =
-                    t.total_cache_write_tokens + EXCLUDED.total_cache_write_tokens,
-                total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
-                total_credits_deducted = t.total_credits_deducted + EXCLUDED.total_credits_deducted,
-                total_credit_value_usd = t.total_credit_value_usd + EXCLUDED.total_credit_value_usd,
-                updated_at = now()
-            """,
+            """ + MODEL_SUMMARY_MERGE,
             (
                 [k[0] for k in keys3], [k[1] for k in keys3], [k[2] for k in keys3],
                 [x.requests for x in m], [x.input_tokens for x in m],

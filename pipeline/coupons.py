@@ -35,6 +35,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from pipeline.credits import Grant, grant, lock_balance
+from pipeline.errors import Refused
 
 
 class Refusal(StrEnum):
@@ -51,15 +52,6 @@ class Refusal(StrEnum):
     FIRST_PURCHASE_ONLY = "first_purchase_only"
     MIN_PURCHASE = "min_purchase"
     UNSUPPORTED_RULE = "unsupported_rule"
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    reason: Refusal
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +112,7 @@ def check(
     user_uses: int,
     has_purchased: bool,
     usd_per_credit: Decimal,
-) -> Refused | None:
+) -> Refused[Refusal] | None:
     """Why this user may not redeem this coupon at `now`, or None (pure)."""
     if coupon.deleted_at is not None:
         return Refused(Refusal.DELETED, f"deleted {coupon.deleted_at.isoformat()}")
@@ -157,7 +149,7 @@ def redeem(
     code: str,
     now: datetime,
     usd_per_credit: Decimal,
-) -> Redeemed | Refused:
+) -> Redeemed | Refused[Refusal]:
     """Redeem coupon `code` for `user_id` in one transaction, credits included."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         cur.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))

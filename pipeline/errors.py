@@ -6,7 +6,22 @@ a retriable one makes the caller retry the whole batch with backoff.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, TypeVar
+
+R = TypeVar("R", bound=StrEnum)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused(Generic[R]):
+    """A money movement that was refused (nothing written), with its reason code."""
+
+    reason: R
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
 
 
 class Reason(StrEnum):

@@ -31,6 +31,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from pipeline.credits import Grant, grant, lock_balance
+from pipeline.errors import Refused
 
 SUBSCRIPTION_TIERS = ("free", "pro", "pro_max", "enterprise_pro", "enterprise_max")
 CYCLE_DAYS = 30
@@ -64,15 +65,6 @@ class Refusal(StrEnum):
     PERIOD_ENDED = "period_ended"
     SAME_TIER = "same_tier"
     NOT_AN_UPGRADE = "not_an_upgrade"
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    reason: Refusal
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +112,7 @@ class Subscription:
 
 def resolve_plan(
     tier: str, price_usd: Decimal | None = None, monthly_credits: int | None = None
-) -> TierPlan | Refused:
+) -> TierPlan | Refused[Refusal]:
     """The catalog's plan for `tier`, or the caller's price and credits (both or neither)."""
     if tier not in SUBSCRIPTION_TIERS:
         return Refused(Refusal.UNKNOWN_TIER, f"{tier!r} (one of {', '.join(SUBSCRIPTION_TIERS)})")
@@ -143,7 +135,7 @@ def _cents(amount: Decimal) -> Decimal:
     return amount.quantize(CENTS, rounding=ROUND_HALF_UP)
 
 
-def prorate(current: Subscription, new: TierPlan, now: datetime) -> Proration | Refused:
+def prorate(current: Subscription, new: TierPlan, now: datetime) -> Proration | Refused[Refusal]:
     """The seed's upgrade proration at `now` (pure)."""
     if current.status not in LIVE_STATUSES:
         return Refused(Refusal.NOT_ACTIVE, f"the subscription is {current.status}")
@@ -174,7 +166,7 @@ def prorate(current: Subscription, new: TierPlan, now: datetime) -> Proration | 
 
 def subscribe(
     conn: psycopg.Connection[Any], user_id: UUID, plan: TierPlan, now: datetime
-) -> Subscribed | Refused:
+) -> Subscribed | Refused[Refusal]:
     """Start a monthly subscription at `now` and grant its first month's credits."""
     period_end = now + timedelta(days=CYCLE_DAYS)
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
@@ -220,7 +212,7 @@ def subscribe(
 
 def upgrade(
     conn: psycopg.Connection[Any], subscription_id: UUID, plan: TierPlan, now: datetime
-) -> Upgraded | Refused:
+) -> Upgraded | Refused[Refusal]:
     """Move a subscription to a dearer tier at `now`: proration row, tier, prorated credits."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(

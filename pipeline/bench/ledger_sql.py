@@ -12,6 +12,8 @@ once per fill, not once per chunk.
 
 from __future__ import annotations
 
+from pipeline.books import CREDIT_SUMMARY_MERGE, MODEL_SUMMARY_MERGE, TOKEN_SUMMARY_MERGE
+
 # Deduction rows carry an explicit seq (the chain order) instead of the identity's next
 # value, so no concurrent writer may take values meanwhile; readers are not blocked.
 _LOCK_LEDGER = "LOCK TABLE credit_deduction_ledger IN EXCLUSIVE MODE"
@@ -242,7 +244,8 @@ FROM bench_usage GROUP BY day, provider_id, model_name
 
 _DROP_CHUNK = "DROP TABLE bench_models, bench_accounts, bench_usage, bench_grants"
 
-_TOKEN_SUMMARY = """
+_TOKEN_SUMMARY = (
+    """
 INSERT INTO token_usage_daily_summary AS t (
     id, user_id, summary_date, total_requests, successful_requests, total_input_tokens,
     total_output_tokens, total_processing_time_ms, total_vendor_cost, total_credits_deducted,
@@ -255,24 +258,12 @@ FROM (
     FROM bench_user_days GROUP BY user_id, day
 ) v (user_id, day, requests, ok, input, output, latency, cost, credits, margin)
 ORDER BY v.user_id, v.day
-ON CONFLICT (user_id, summary_date) DO UPDATE SET
-    total_requests = t.total_requests + EXCLUDED.total_requests,
-    successful_requests = t.successful_requests + EXCLUDED.successful_requests,
-    total_input_tokens = t.total_input_tokens + EXCLUDED.total_input_tokens,
-    total_output_tokens = t.total_output_tokens + EXCLUDED.total_output_tokens,
-    total_processing_time_ms = t.total_processing_time_ms + EXCLUDED.total_processing_time_ms,
-    total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
-    total_credits_deducted = t.total_credits_deducted + EXCLUDED.total_credits_deducted,
-    total_gross_margin = t.total_gross_margin + EXCLUDED.total_gross_margin,
-    avg_request_latency_ms = round(
-        (t.total_processing_time_ms + EXCLUDED.total_processing_time_ms)::numeric
-        / (t.total_requests + EXCLUDED.total_requests)),
-    success_rate = round(
-        100.0 * (t.successful_requests + EXCLUDED.successful_requests)
-        / (t.total_requests + EXCLUDED.total_requests), 2)
 """
+    + TOKEN_SUMMARY_MERGE
+)
 
-_CREDIT_SUMMARY = """
+_CREDIT_SUMMARY = (
+    """
 INSERT INTO credit_usage_daily_summary AS t (
     id, user_id, summary_date, total_deductions, total_requests, total_vendor_cost,
     total_gross_margin, created_at)
@@ -280,14 +271,12 @@ SELECT md5(%(salt)s || ':credit-day:' || user_id || day)::uuid, user_id, day,
        sum(credits)::int, sum(charged)::int, sum(charged_cost), sum(charged_margin), %(now)s
 FROM bench_user_days WHERE charged > 0 GROUP BY user_id, day
 ORDER BY user_id, day
-ON CONFLICT (user_id, summary_date) DO UPDATE SET
-    total_deductions = t.total_deductions + EXCLUDED.total_deductions,
-    total_requests = t.total_requests + EXCLUDED.total_requests,
-    total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
-    total_gross_margin = t.total_gross_margin + EXCLUDED.total_gross_margin
 """
+    + CREDIT_SUMMARY_MERGE
+)
 
-_MODEL_SUMMARY = """
+_MODEL_SUMMARY = (
+    """
 INSERT INTO model_usage_daily_summary AS t (
     summary_date, provider_id, model_id, total_requests, total_input_tokens,
     total_output_tokens, total_cached_input_tokens, total_cache_write_tokens,
@@ -295,17 +284,9 @@ INSERT INTO model_usage_daily_summary AS t (
 SELECT day, provider_id, model_id, sum(requests), sum(input), sum(output), sum(cached),
        sum(writes), sum(cost), sum(credits), sum(value), %(now)s
 FROM bench_model_days GROUP BY day, provider_id, model_id
-ON CONFLICT (summary_date, provider_id, model_id) DO UPDATE SET
-    total_requests = t.total_requests + EXCLUDED.total_requests,
-    total_input_tokens = t.total_input_tokens + EXCLUDED.total_input_tokens,
-    total_output_tokens = t.total_output_tokens + EXCLUDED.total_output_tokens,
-    total_cached_input_tokens = t.total_cached_input_tokens + EXCLUDED.total_cached_input_tokens,
-    total_cache_write_tokens = t.total_cache_write_tokens + EXCLUDED.total_cache_write_tokens,
-    total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
-    total_credits_deducted = t.total_credits_deducted + EXCLUDED.total_credits_deducted,
-    total_credit_value_usd = t.total_credit_value_usd + EXCLUDED.total_credit_value_usd,
-    updated_at = EXCLUDED.updated_at
 """
+    + MODEL_SUMMARY_MERGE
+)
 
 SETUP_STATEMENTS: tuple[str, ...] = (_LOCK_LEDGER, _LOCK_BALANCES, _DAY_TABLES)
 

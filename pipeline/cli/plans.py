@@ -13,6 +13,7 @@ import click
 
 from pipeline import coupons, subscriptions
 from pipeline.cli.money import DECIMAL, connect
+from pipeline.errors import Refused
 from pipeline.settings import Settings
 
 TIER_HELP = f"One of {', '.join(subscriptions.SUBSCRIPTION_TIERS)}."
@@ -21,7 +22,7 @@ PLAN_HELP = "Required for tiers without a seed price (free, enterprise_*); both 
 
 def _plan(tier: str, price: Decimal | None, monthly_credits: int | None) -> subscriptions.TierPlan:
     plan = subscriptions.resolve_plan(tier, price, monthly_credits)
-    if isinstance(plan, subscriptions.Refused):
+    if isinstance(plan, Refused):
         raise click.ClickException(str(plan))
     return plan
 
@@ -39,7 +40,7 @@ def subscribe_command(
     plan = _plan(tier, price, monthly_credits)
     with connect(settings) as conn:
         result = subscriptions.subscribe(conn, user, plan, datetime.now(UTC))
-    if isinstance(result, subscriptions.Refused):
+    if isinstance(result, Refused):
         raise click.ClickException(f"refused: {result}")
     click.echo(
         f"subscription {result.subscription_id}: {plan.tier} USD {plan.price_usd}, "
@@ -65,7 +66,7 @@ def upgrade_command(
     plan = _plan(tier, price, monthly_credits)
     with connect(settings) as conn:
         result = subscriptions.upgrade(conn, subscription_id, plan, datetime.now(UTC))
-    if isinstance(result, subscriptions.Refused):
+    if isinstance(result, Refused):
         raise click.ClickException(f"refused: {result}")
     p = result.proration
     if not result.applied:
@@ -87,7 +88,7 @@ def redeem_command(settings: Settings, user: UUID, code: str) -> None:
     """Redeem credits coupon CODE for USER."""
     with connect(settings) as conn:
         result = coupons.redeem(conn, user, code, datetime.now(UTC), settings.usd_per_credit)
-    if isinstance(result, coupons.Refused):
+    if isinstance(result, Refused):
         raise click.ClickException(f"refused: {result}")
     expiry = result.expires_at.isoformat() if result.expires_at else "never"
     click.echo(

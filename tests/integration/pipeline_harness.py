@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import psycopg
 
 from pipeline import dlq, kafka_io
+from pipeline.devstack.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,12 +31,15 @@ def free_port() -> int:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
+    """The first truthy value of `predicate`, polled by devstack's `wait_until`."""
+    seen: list[Any] = [None]
+
+    def holds() -> bool:
+        seen[0] = predicate()
+        return bool(seen[0])
+
+    if wait_until(holds, timeout, interval=0.2):
+        return seen[0]
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 

@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 from pipeline import coupons, subscriptions
 from pipeline.cli import main
 from pipeline.credits import Grant, grant
+from pipeline.errors import Refused
 from pipeline.reconcile import reconcile
 from pipeline.seed import ADMIN_USER_ID, PRICES, PROVIDERS, TIER_MARGINS, seed
 from tests.integration.user_tables import USER_OWNED_TABLES
@@ -187,7 +188,7 @@ def test_new_subscription_creates_a_credit_balance(
 
     # One live subscription per user: a second subscribe is refused and grants nothing.
     again = subscriptions.subscribe(plain, user_id, PRO_MAX, now)
-    assert isinstance(again, subscriptions.Refused)
+    assert isinstance(again, Refused)
     assert again.reason is subscriptions.Refusal.ALREADY_SUBSCRIBED
     assert balance_of(conn, user_id) == 20000
 
@@ -293,7 +294,7 @@ def test_upgrade_refusals_change_nothing(conn: Conn, plain: psycopg.Connection[A
         now + timedelta(days=25),
     )  # fmt: skip
 
-    assert [r.reason for r in (down, missing, late) if isinstance(r, subscriptions.Refused)] == [
+    assert [r.reason for r in (down, missing, late) if isinstance(r, Refused)] == [
         subscriptions.Refusal.NOT_AN_UPGRADE,
         subscriptions.Refusal.UNKNOWN_SUBSCRIPTION,
         subscriptions.Refusal.PERIOD_ENDED,
@@ -361,7 +362,7 @@ def test_credit_grant_coupon_updates_the_balance(
     retried = grant(plain, Grant(user_id, 20000, "coupon", valid_until, key))
     assert (retried.applied, retried.balance_after) == (False, 20000)
     again = coupons.redeem(plain, user_id, "REFER20", datetime.now(UTC), USD_PER_CREDIT)
-    assert isinstance(again, coupons.Refused)
+    assert isinstance(again, Refused)
     assert again.reason is coupons.Refusal.USER_LIMIT_REACHED
 
     assert balance_of(conn, user_id) == 20000
@@ -427,7 +428,7 @@ def test_a_refused_coupon_leaves_the_balance_unchanged(
 
     result = coupons.redeem(plain, user_id, "CODE", datetime.now(UTC), USD_PER_CREDIT)
 
-    assert isinstance(result, coupons.Refused)
+    assert isinstance(result, Refused)
     assert result.reason == case
     assert balance_of(conn, user_id) == before
     assert one(conn, "SELECT count(*) AS n FROM credit_allocation")["n"] == allocations
@@ -447,7 +448,7 @@ def test_concurrent_redemptions_never_exceed_the_total_limit(
     coupon_id = create_coupon(conn, "FIRST3", max_total_uses=3)
     users = [create_user(conn) for _ in range(8)]
     start = threading.Barrier(len(users))
-    results: dict[uuid.UUID, coupons.Redeemed | coupons.Refused] = {}
+    results: dict[uuid.UUID, coupons.Redeemed | Refused] = {}
 
     def redeem(user_id: uuid.UUID) -> None:
         with psycopg.connect(migrated_db, autocommit=True) as own:
@@ -464,7 +465,7 @@ def test_concurrent_redemptions_never_exceed_the_total_limit(
     assert len(results) == len(users)
 
     redeemed = [u for u, r in results.items() if isinstance(r, coupons.Redeemed)]
-    refused = {r.reason for r in results.values() if isinstance(r, coupons.Refused)}
+    refused = {r.reason for r in results.values() if isinstance(r, Refused)}
     assert len(redeemed) == 3
     assert refused == {coupons.Refusal.TOTAL_LIMIT_REACHED}
     limits = one(

@@ -325,7 +325,7 @@ def test_wait_until_returns_once_true_or_after_the_deadline() -> None:
 def test_a_detached_process_is_found_and_terminated(tmp_path: Path) -> None:
     marker = f"devstack-test-{tmp_path.name}"
     pid = process.spawn_detached(
-        [sys.executable, "-c", "import time; time.sleep(60)", marker], tmp_path / "out.log"
+        [sys.executable, "-c", "import signal; signal.pause()", marker], tmp_path / "out.log"
     )
     assert process.is_alive(pid)
     assert process.runs_with(pid, marker)
@@ -336,8 +336,8 @@ def test_a_detached_process_is_found_and_terminated(tmp_path: Path) -> None:
 
 def test_terminate_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     code = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "print('ignoring', flush=True); time.sleep(60)"
+        "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ignoring', flush=True)\nwhile True: signal.pause()"
     )
     output = tmp_path / "out.log"
     pid = process.spawn_detached([sys.executable, "-c", code], output)

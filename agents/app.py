@@ -91,6 +91,7 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
             low_water=settings.low_balance_credits,
             max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
             consumer_group=settings.worker_id,
+            max_events=settings.batch_max_events,
         ),
     )
     app.booker = booker  # type: ignore[attr-defined]
@@ -109,16 +110,17 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.batch_max_events, within=settings.batch_max_wait_ms / 1000
         )
-        async for events in batches:
-            messages = [_source(e) for e in events]
+        async for taken in batches:
+            records = [_source(e) for e in taken]
             started = time.monotonic()
-            result = await _book_or_die(booker, messages)
+            result = await _book_or_die(booker, records)
             if result.gaps:
                 await _rewind_and_die(app, result.gaps)
-            observe_batch(metrics, result, messages, time.monotonic() - started, time.time())
-            logs.log_rejected(log, result, messages)
+            events = result.events
+            observe_batch(metrics, result, events, time.monotonic() - started, time.time())
+            logs.log_rejected(log, result, events)
             if live is not None:
-                live.record(result, messages)
+                live.record(result, events)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def flush_alerts() -> None:

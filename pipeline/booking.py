@@ -23,7 +23,6 @@ from pipeline.pricing import (
     FREE_CHARGE,
     MAX_VENDOR_COST,
     Charge,
-    MarginConfig,
     MarginResolver,
     Price,
     TokenCounts,
@@ -51,7 +50,7 @@ class BookContext:
     providers: dict[str, UUID]
     """Lower-cased provider name and api_type -> provider id."""
     prices: dict[tuple[UUID, str], list[Price]]
-    margins: list[MarginConfig]
+    margins: MarginResolver
     known_users: frozenset[UUID]
     subscriptions: dict[UUID, list[Subscription]]
     byok_users: frozenset[UUID]
@@ -162,7 +161,6 @@ class _Ledger:
         self.low_water = low_water
         self.plan = plan
         self.sources = {user: list(srcs) for user, srcs in ctx.sources.items()}
-        self.margins = MarginResolver(ctx.margins)
 
     def deduct(self, event: UsageEvent, price: Charge) -> tuple[UUID, bool]:
         user = event.user_id
@@ -302,7 +300,7 @@ def _book_one(
             f"no price for {event.provider}/{event.model} at {event.started_at.isoformat()}",
         )
     tier = tier_at(ctx.subscriptions.get(event.user_id, []), event.started_at)
-    margin = ledger.margins.resolve(tier, provider_id, event.model, event.started_at)
+    margin = ctx.margins.resolve(tier, provider_id, event.model, event.started_at)
     if margin is None:
         return reject(
             Reason.NO_PRICING_CONFIG,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -25,7 +24,7 @@ from pipeline.booking import BatchPlan, BookContext, Subscription, plan_batch
 from pipeline.deduction import Source
 from pipeline.events import Decoded, UsageEvent
 from pipeline.offsets import SkippedRecords, Span, check_and_advance
-from pipeline.pricing import MarginConfig, Price
+from pipeline.reference import Reference, ReferenceCache
 from pipeline.rollup import model_days, user_days
 
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
@@ -79,63 +78,34 @@ async def book_batch(
     low_water: int,
     before_commit: Callable[[BatchPlan], Awaitable[None]],
     consumed: tuple[str, list[Span]] | None = None,
+    reference: ReferenceCache | None = None,
 ) -> BatchPlan:
     """Plan and write one batch in one transaction; returns the committed plan.
 
     `consumed` is (consumer group, the batch's offset spans): the booked-up-to offsets
     advance in the same transaction, and `SkippedRecords` rolls it back if the batch
-    starts past them.
+    starts past them. `reference` keeps the priced-with rows across batches (a fresh
+    read when None).
     """
+    cache = reference or ReferenceCache()
     async with conn.transaction(), conn.cursor() as cur:
         if consumed is not None:
             gaps = await check_and_advance(cur, *consumed)
             if gaps:
                 raise SkippedRecords(gaps)
-        await cur.execute("SELECT now()")
-        row = await cur.fetchone()
-        assert row is not None
-        now: datetime = row[0]
+        now, ref = await cache.read(cur)
         events = [d for d in decoded if isinstance(d, UsageEvent)]
-        ctx = await load_context(cur, events)
+        ctx = await load_context(cur, ref, events)
         plan = plan_batch(decoded, ctx, usd_per_credit, low_water, now)
         await write_plan(cur, plan)
         await before_commit(plan)
     return plan
 
 
-async def load_context(cur: Cursor, events: list[UsageEvent]) -> BookContext:
+async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) -> BookContext:
+    """The batch's users, balances (locked), sources and already-booked requests."""
     users = sorted({e.user_id for e in events})
-    models = sorted({e.model for e in events})
     requests = [e.request_id for e in events]
-
-    await cur.execute("SELECT id, name, api_type FROM providers WHERE is_enabled")
-    providers: dict[str, UUID] = {}
-    for pid, name, api_type in await cur.fetchall():
-        providers.setdefault(name.lower(), pid)
-        providers.setdefault(api_type.lower(), pid)
-
-    await cur.execute(
-        """
-        SELECT provider_id, model_name, input_price_per_1k, output_price_per_1k,
-               cache_input_price_per_1k, cache_hit_price_per_1k, effective_from, effective_until
-        FROM model_provider_pricing
-        WHERE is_active AND model_name = ANY(%s)
-        """,
-        (models,),
-    )
-    prices: dict[tuple[UUID, str], list[Price]] = defaultdict(list)
-    for r in await cur.fetchall():
-        prices[(r[0], r[1])].append(Price(*r))
-
-    await cur.execute(
-        """
-        SELECT id, scope_type, subscription_tier::text, provider_id, model_id,
-               margin_multiplier, effective_from, effective_until
-        FROM pricing_configs
-        WHERE approval_status = 'approved' AND is_active
-        """
-    )
-    margins = [MarginConfig(*r) for r in await cur.fetchall()]
 
     await cur.execute("SELECT id FROM users WHERE id = ANY(%s)", (users,))
     known = frozenset(r[0] for r in await cur.fetchall())
@@ -198,9 +168,9 @@ async def load_context(cur: Cursor, events: list[UsageEvent]) -> BookContext:
     booked = {r[0]: bytes(r[1]) for r in await cur.fetchall()}
 
     return BookContext(
-        providers=providers,
-        prices=dict(prices),
-        margins=margins,
+        providers=ref.providers,
+        prices=ref.prices,
+        margins=ref.margins,
         known_users=known,
         subscriptions=dict(subscriptions),
         byok_users=byok,

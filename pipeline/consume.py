@@ -18,7 +18,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,8 +31,10 @@ from pipeline import books, offsets
 from pipeline.booking import BatchPlan
 from pipeline.dlq import SourceMessage, dead_letter, to_headers
 from pipeline.errors import Reason
-from pipeline.events import Decoded, Rejection, decode
+from pipeline.events import Decoded, Rejection
 from pipeline.offsets import Gap, SkippedRecords, Span, spans
+from pipeline.records import decode_record
+from pipeline.reference import ReferenceCache
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class BookingConfig:
     usd_per_credit: Decimal
     low_water: int
     max_future_skew: timedelta
+    max_events: int = 2000
+    """Events per transaction; a take of batch records is booked in several."""
     max_backoff_seconds: float = 5.0
     consumer_group: str | None = None
     """When set, booked-up-to offsets are kept per partition (`pipeline.offsets`)."""
@@ -78,6 +82,9 @@ class BatchResult:
     plans: list[BatchPlan] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     """Skipped records found instead of booking: the caller must rewind and restart."""
+    events: list[SourceMessage] = field(default_factory=list)
+    """One per event, in order (a batch record's events carry their index); the plans
+    cover consecutive slices of it."""
 
 
 class Booker:
@@ -86,12 +93,17 @@ class Booker:
         self.send = send
         self.config = config
         self.stopping = asyncio.Event()
+        self.reference = ReferenceCache()
 
-    async def handle(self, messages: Sequence[SourceMessage]) -> BatchResult:
-        now = datetime.now(UTC)
-        decoded = [decode(m.value, now, self.config.max_future_skew) for m in messages]
-        result = BatchResult()
-        await self._book(list(messages), decoded, result)
+    async def handle(self, records: Sequence[SourceMessage]) -> BatchResult:
+        """Book the events of `records` in transactions of at most `max_events`."""
+        events, decoded = unpack(records, datetime.now(UTC), self.config.max_future_skew)
+        result = BatchResult(events=events)
+        size = self.config.max_events
+        for start in range(0, len(events), size):
+            await self._book(events[start : start + size], decoded[start : start + size], result)
+            if result.gaps:
+                break
         if any(p.alerts for p in result.plans):
             await self.publish_alerts()
         return result
@@ -110,6 +122,7 @@ class Booker:
                         self.config.low_water,
                         lambda plan: self._dead_letter(messages, plan),
                         self._consumed(messages),
+                        self.reference,
                     )
                 _tally(plan, result)
                 return
@@ -199,6 +212,20 @@ class Booker:
 
 class KafkaSendError(Exception):
     """A dead-letter record could not be published; the batch is retried."""
+
+
+def unpack(
+    records: Sequence[SourceMessage], now: datetime, max_future_skew: timedelta
+) -> tuple[list[SourceMessage], list[Decoded]]:
+    """One message and one decoded item per event; a batch record's events share its
+    record, each with its index."""
+    events: list[SourceMessage] = []
+    decoded: list[Decoded] = []
+    for record in records:
+        for index, item in decode_record(record.value, now, max_future_skew):
+            events.append(record if index is None else replace(record, index=index))
+            decoded.append(item)
+    return events, decoded
 
 
 def _tally(plan: BatchPlan, result: BatchResult) -> None:

@@ -2,6 +2,8 @@
 
 Keeping the value untouched (the Kafka Connect convention) means `dlq replay` publishes
 exactly what the gateway sent, and any tool can read the reason from the headers.
+An event of a batch record is dead-lettered on its own: the value is that event's bytes
+and the `dlq.source.index` header its position in the record.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.errors import Reason
+from pipeline.records import element
 
 HEADER_PREFIX = "dlq."
 
@@ -24,6 +27,13 @@ class SourceMessage:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
+    index: int | None = None
+    """Position of the event in a batch record (`pipeline.records`); None for a record of
+    one event. `value` is then the whole batch record."""
+
+    def event_value(self) -> bytes | None:
+        """The bytes of this one event."""
+        return element(self.value, self.index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,7 @@ class DeadLetter:
     failed_at: datetime
     key: bytes | None
     value: bytes | None
+    source_index: int | None = None
 
 
 def dead_letter(source: SourceMessage, reason: Reason, detail: str, at: datetime) -> DeadLetter:
@@ -47,7 +58,8 @@ def dead_letter(source: SourceMessage, reason: Reason, detail: str, at: datetime
         source_offset=source.offset,
         failed_at=at,
         key=source.key,
-        value=source.value,
+        value=source.event_value(),
+        source_index=source.index,
     )
 
 
@@ -60,6 +72,8 @@ def to_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
         "source.offset": str(letter.source_offset),
         "failed_at": letter.failed_at.astimezone(UTC).isoformat(),
     }
+    if letter.source_index is not None:
+        fields["source.index"] = str(letter.source_index)
     return [(HEADER_PREFIX + k, v.encode()) for k, v in fields.items()]
 
 
@@ -84,6 +98,7 @@ def from_record(
             failed_at=datetime.fromisoformat(found["failed_at"]),
             key=key,
             value=value,
+            source_index=int(found["source.index"]) if "source.index" in found else None,
         )
     except (KeyError, ValueError) as exc:
         raise ValueError(f"not a dead-letter record: {exc}") from None

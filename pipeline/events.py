@@ -9,7 +9,6 @@ returns the event or a `Rejection` with a reason code, so the caller can dead-le
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -24,6 +23,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from pipeline.errors import Reason
 
@@ -156,19 +156,18 @@ Decoded = UsageEvent | Rejection
 
 
 def decode(raw: bytes | None, now: datetime, max_future_skew: timedelta) -> Decoded:
-    """Validate one raw Kafka value. Never raises."""
+    """Validate one raw event (JSON parsed and checked by pydantic in one pass). Never raises."""
     if raw is None:
         return Rejection(Reason.MALFORMED_JSON, "empty message value")
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection(Reason.MALFORMED_JSON, str(exc))
-    if not isinstance(data, dict):
-        return Rejection(Reason.SCHEMA_VIOLATION, "event must be a JSON object")
-    try:
-        event = UsageEvent.model_validate(data)
+        event = UsageEvent.model_validate_json(raw)
     except ValidationError as exc:
-        return Rejection(Reason.SCHEMA_VIOLATION, _summarize(exc))
+        return _rejection(exc)
+    return check_skew(event, now, max_future_skew)
+
+
+def check_skew(event: UsageEvent, now: datetime, max_future_skew: timedelta) -> Decoded:
+    """The event, or a rejection if it started more than `max_future_skew` after `now`."""
     if event.started_at > now + max_future_skew:
         return Rejection(
             Reason.SCHEMA_VIOLATION,
@@ -178,9 +177,19 @@ def decode(raw: bytes | None, now: datetime, max_future_skew: timedelta) -> Deco
     return event
 
 
-def _summarize(exc: ValidationError) -> str:
+def _rejection(exc: ValidationError) -> Rejection:
+    errors = exc.errors(include_url=False)
+    first = errors[0] if errors else None
+    if first is not None and first["type"] == "json_invalid":
+        return Rejection(Reason.MALFORMED_JSON, first["msg"])
+    if first is not None and first["type"] == "model_type" and not first["loc"]:
+        return Rejection(Reason.SCHEMA_VIOLATION, "event must be a JSON object")
+    return Rejection(Reason.SCHEMA_VIOLATION, _summarize(errors))
+
+
+def _summarize(errors: list[ErrorDetails]) -> str:
     parts = []
-    for err in exc.errors(include_url=False)[:3]:
+    for err in errors[:3]:
         where = ".".join(str(p) for p in err["loc"]) or "event"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)

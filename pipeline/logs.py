@@ -19,7 +19,7 @@ from pipeline.dlq import SourceMessage
 from pipeline.events import Rejection
 
 LogFormat = Literal["text", "json"]
-EVENT_FIELDS = ("request_id", "topic", "partition", "offset", "reason")
+EVENT_FIELDS = ("request_id", "topic", "partition", "offset", "index", "reason")
 """Attributes copied from a log record into its JSON object when present."""
 
 
@@ -63,11 +63,11 @@ def logging_config(log_format: LogFormat) -> dict[str, Any] | None:
 def event_context(message: SourceMessage) -> dict[str, Any]:
     """The ``extra`` of a log line about one consumed event."""
     return {
-        "request_id": request_id_of(message.value),
+        "request_id": request_id_of(message.event_value()),
         "topic": message.topic,
         "partition": message.partition,
         "offset": message.offset,
-    }
+    } | ({} if message.index is None else {"index": message.index})
 
 
 def request_id_of(value: bytes | None) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pipeline import dlq, kafka_io
+from pipeline import dlq, kafka_io, records
 from pipeline.cli.common import stack_urls
 from pipeline.settings import Settings
 
@@ -17,8 +17,14 @@ from pipeline.settings import Settings
 @click.command()
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
 @click.option("--topic", default=None, help="Target topic (default: the usage topic).")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, records.BATCH_RECORD_MAX),
+    default=None,
+    help="Write batch records of up to N events, grouped by the partition of their user_id.",
+)
 @click.pass_obj
-def publish(settings: Settings, source: Path, topic: str | None) -> None:
+def publish(settings: Settings, source: Path, topic: str | None, batch: int | None) -> None:
     """Publish JSONL usage events from SOURCE (a file, or - for stdin), keyed by user_id."""
     _, bootstrap = stack_urls(settings)
     if str(source) == "-":
@@ -27,15 +33,21 @@ def publish(settings: Settings, source: Path, topic: str | None) -> None:
         if not source.is_file():
             raise click.BadParameter(f"no such file: {source}", param_hint="SOURCE")
         lines = [line for line in source.read_bytes().splitlines() if line.strip()]
-    records = ((kafka_io.user_key(line), line, list[tuple[str, bytes]]()) for line in lines)
     target = topic or settings.usage_topic
     if target == settings.usage_topic:
         asyncio.run(kafka_io.ensure_topic(bootstrap, target, settings.topic_partitions))
-    with click.progressbar(length=len(lines), label="publishing", file=sys.stderr) as bar:
-        sent = asyncio.run(
-            kafka_io.publish(bootstrap, topic or settings.usage_topic, records, bar.update)
-        )
-    click.echo(f"published {sent} events to {topic or settings.usage_topic}")
+    keyed = [(kafka_io.user_key(line), line) for line in lines]
+    what = "events"
+    if batch is not None:
+        count = len(asyncio.run(kafka_io.partitions(bootstrap, target)))
+        if not count:
+            raise click.ClickException(f"topic {target} does not exist")
+        keyed = records.group_by_partition(keyed, count, batch)
+        what = f"batch records ({len(lines)} events)"
+    outgoing = ((key, value, list[tuple[str, bytes]]()) for key, value in keyed)
+    with click.progressbar(length=len(keyed), label="publishing", file=sys.stderr) as bar:
+        sent = asyncio.run(kafka_io.publish(bootstrap, target, outgoing, bar.update))
+    click.echo(f"published {sent} {what} to {target}")
 
 
 @click.group(name="dlq")

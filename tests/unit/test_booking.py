@@ -9,7 +9,7 @@ from pipeline.booking import BookContext, Subscription, plan_batch, tier_at
 from pipeline.deduction import AlertKind, Source
 from pipeline.errors import Reason
 from pipeline.events import Rejection, UsageEvent
-from pipeline.pricing import MarginConfig, Price
+from pipeline.pricing import MarginConfig, MarginResolver, Price
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -23,8 +23,9 @@ def ctx(balance=1000, sources=None, booked=None):
         providers={"openai": OPENAI},
         prices={(OPENAI, "gpt-4o"): [
             Price(OPENAI, "gpt-4o", Decimal("0.005"), Decimal("0.015"), None, None, T0, None)]},
-        margins=[MarginConfig(uuid4(), "tier", "free", None, None, Decimal("2"), T0, None),
-                 MarginConfig(uuid4(), "tier", "pro", None, None, Decimal("1.5"), T0, None)],
+        margins=MarginResolver([
+            MarginConfig(uuid4(), "tier", "free", None, None, Decimal("2"), T0, None),
+            MarginConfig(uuid4(), "tier", "pro", None, None, Decimal("1.5"), T0, None)]),
         known_users=frozenset({USER, BYOK}),
         subscriptions={USER: [Subscription("pro", "active", T0, NOW + timedelta(days=1))]},
         byok_users=frozenset({BYOK}),

@@ -1,0 +1,147 @@
+"""Kafka record values and the events they carry: contract v1.1.
+
+A record's value is either one contract-v1 event (a JSON object) or a **batch record**:
+a JSON array of 1 to `BATCH_RECORD_MAX` events whose users all hash to the record's
+partition (producers group them with `group_by_partition`). Each event of a batch record
+is decoded, priced, deduplicated and dead-lettered on its own; a record that is not
+valid JSON, or an array of the wrong length, is rejected as one record.
+
+Decoding never raises. A batch record is validated in one pass by pydantic (JSON parsed
+and checked in Rust); only when that fails is it split into its elements' own bytes, so
+that each element gets its own verdict and a bad one can be dead-lettered verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from aiokafka.partitioner import murmur2
+from pydantic import Field, TypeAdapter, ValidationError
+
+from pipeline.errors import Reason
+from pipeline.events import Decoded, Rejection, UsageEvent, check_skew, decode
+
+BATCH_RECORD_MAX = 500
+"""Events one batch record may carry."""
+
+_BATCH: TypeAdapter[list[UsageEvent]] = TypeAdapter(Annotated[list[UsageEvent], Field(min_length=1, max_length=BATCH_RECORD_MAX)])
+_WHITESPACE = b" \t\r\n"
+_SCANNER = json.JSONDecoder()
+
+
+def is_batch(raw: bytes | None) -> bool:
+    """A batch record's value starts with `[` (after JSON whitespace)."""
+    return raw is not None and raw.lstrip(_WHITESPACE)[:1] == b"["
+
+
+Item = tuple[int | None, Decoded]
+"""(position in the batch record or None for a whole record, its decoded event)."""
+
+
+def decode_record(raw: bytes | None, now: datetime, max_future_skew: timedelta) -> list[Item]:
+    """The events of one record, in order: one item for an object (or a malformed
+    record), one per element for a batch record."""
+    if not is_batch(raw):
+        return [(None, decode(raw, now, max_future_skew))]
+    assert raw is not None
+    try:
+        events = _BATCH.validate_json(raw)
+    except ValidationError:
+        return _decode_elements(raw, now, max_future_skew)
+    return [(i, check_skew(e, now, max_future_skew)) for i, e in enumerate(events)]
+
+
+def _decode_elements(raw: bytes, now: datetime, max_future_skew: timedelta) -> list[Item]:
+    try:
+        elements = split(raw)
+    except ValueError as exc:
+        return [(None, Rejection(Reason.MALFORMED_JSON, f"batch record: {exc}"))]
+    if not 1 <= len(elements) <= BATCH_RECORD_MAX:
+        detail = f"a batch record holds 1 to {BATCH_RECORD_MAX} events, this one {len(elements)}"
+        return [(None, Rejection(Reason.SCHEMA_VIOLATION, detail))]
+    return [(i, decode(e, now, max_future_skew)) for i, e in enumerate(elements)]
+
+
+def split(raw: bytes) -> list[bytes]:
+    """The elements of a JSON array, each as its own original bytes.
+
+    Raises ValueError (a `JSONDecodeError` or `UnicodeDecodeError`) if `raw` is not a
+    JSON array.
+    """
+    text = raw.decode()
+    pos = _skip(text, 0)
+    if text[pos : pos + 1] != "[":
+        raise ValueError("not a JSON array")
+    pos = _skip(text, pos + 1)
+    elements: list[bytes] = []
+    if text[pos : pos + 1] == "]":
+        return _end(text, pos + 1, elements)
+    while True:
+        _, end = _SCANNER.raw_decode(text, pos)
+        elements.append(text[pos:end].encode())
+        pos = _skip(text, end)
+        if text[pos : pos + 1] == "]":
+            return _end(text, pos + 1, elements)
+        if text[pos : pos + 1] != ",":
+            raise json.JSONDecodeError("expected ',' or ']'", text, pos)
+        pos = _skip(text, pos + 1)
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _end(text: str, pos: int, elements: list[bytes]) -> list[bytes]:
+    if _skip(text, pos) != len(text):
+        raise json.JSONDecodeError("extra data after the array", text, pos)
+    return elements
+
+
+def element(raw: bytes | None, index: int | None) -> bytes | None:
+    """The bytes of event `index` of a batch record (the whole value when None, or if
+    Python's JSON scanner cannot split what pydantic's parser accepted)."""
+    if index is None or raw is None:
+        return raw
+    try:
+        return split(raw)[index]
+    except (ValueError, IndexError):
+        return raw
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, as Java clients and aiokafka)."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def group_by_partition(
+    events: Iterable[tuple[bytes | None, bytes]], partitions: int, size: int = BATCH_RECORD_MAX
+) -> list[tuple[bytes | None, bytes]]:
+    """(user key, event JSON) pairs -> (key, value) records: batch records of up to `size`
+    events whose keys hash to one partition, keyed by one of them, in per-partition order.
+    An event without a key (unparseable) stays a record of its own, as it was."""
+    if not 1 <= size <= BATCH_RECORD_MAX:
+        raise ValueError(f"a batch record holds 1 to {BATCH_RECORD_MAX} events, not {size}")
+    open_batches: dict[int, tuple[bytes, list[bytes]]] = {}
+    out: list[tuple[bytes | None, bytes]] = []
+    for key, value in events:
+        if key is None:
+            out.append((None, value))
+            continue
+        partition = partition_of(key, partitions)
+        first_key, values = open_batches.setdefault(partition, (key, []))
+        values.append(value)
+        if len(values) == size:
+            out.append((first_key, _array(values)))
+            del open_batches[partition]
+    out += [(k, _array(v)) for k, v in open_batches.values()]
+    return out
+
+
+def _array(values: Sequence[bytes]) -> bytes:
+    return b"[" + b",".join(values) + b"]"

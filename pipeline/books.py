@@ -20,7 +20,14 @@ from uuid import UUID
 
 import psycopg
 
-from pipeline.booking import BatchPlan, BookContext, Subscription, plan_batch
+from pipeline.booking import (
+    BatchPlan,
+    BookContext,
+    DeductionRow,
+    Subscription,
+    UsageRow,
+    plan_batch,
+)
 from pipeline.deduction import Source
 from pipeline.events import Decoded, UsageEvent
 from pipeline.offsets import SkippedRecords, Span, check_and_advance
@@ -180,17 +187,9 @@ async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) ->
     )
 
 
-_DEDUCTION_COLUMNS = (
-    "id, user_id, amount, balance_before, balance_after, request_id, token_vendor_cost, "
-    "margin_multiplier, gross_margin, reason, status"
-)
-_USAGE_COLUMNS = (
-    "request_id, user_id, subscription_id, model_id, provider_id, input_tokens, output_tokens, "
-    "cached_input_tokens, cache_write_tokens, vendor_cost, margin_multiplier, credit_value_usd, "
-    "credits_deducted, request_type, streaming_segments, request_started_at, "
-    "request_completed_at, processing_time_ms, status, error_message, is_streaming_complete, "
-    "user_tier_at_request, region, deduction_record_id, event_fingerprint"
-)
+# The COPY columns are the rows' own fields: their tuples are written as they are.
+_DEDUCTION_COLUMNS = ", ".join(DeductionRow._fields)
+_USAGE_COLUMNS = ", ".join(UsageRow._fields)
 
 
 async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
@@ -198,29 +197,12 @@ async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
         async with cur.copy(
             f"COPY credit_deduction_ledger ({_DEDUCTION_COLUMNS}) FROM STDIN"
         ) as copy:
-            for d in plan.deductions:
-                await copy.write_row(
-                    (
-                        d.id, d.user_id, d.amount, d.balance_before, d.balance_after,
-                        d.request_id, d.token_vendor_cost, d.margin_multiplier,
-                        d.gross_margin, d.reason, d.status,
-                    )
-                )  # fmt: skip
+            for deduction in plan.deductions:
+                await copy.write_row(deduction)
     if plan.usage_rows:
         async with cur.copy(f"COPY token_usage_ledger ({_USAGE_COLUMNS}) FROM STDIN") as copy:
-            for u in plan.usage_rows:
-                await copy.write_row(
-                    (
-                        u.request_id, u.user_id, u.subscription_id, u.model_id, u.provider_id,
-                        u.input_tokens, u.output_tokens, u.cached_input_tokens,
-                        u.cache_write_tokens, u.vendor_cost, u.margin_multiplier,
-                        u.credit_value_usd, u.credits_deducted, u.request_type,
-                        u.streaming_segments, u.request_started_at, u.request_completed_at,
-                        u.processing_time_ms, u.status, u.error_message,
-                        u.is_streaming_complete, u.user_tier_at_request, u.region,
-                        u.deduction_record_id, u.event_fingerprint,
-                    )
-                )  # fmt: skip
+            for row in plan.usage_rows:
+                await copy.write_row(row)
     if plan.balances:
         last = {d.user_id: -d.amount for d in plan.deductions}
         users = sorted(plan.balances)

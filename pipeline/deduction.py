@@ -49,15 +49,35 @@ def spending_order(sources: list[Source], now: datetime) -> list[Source]:
 
 def take_credits(sources: list[Source], credits: int, now: datetime) -> SourcePlan:
     """Take `credits` from the sources in spending order; the rest is overdraft."""
-    remaining = credits
-    takes = []
-    for source in spending_order(sources, now):
-        if remaining == 0:
-            break
-        taken = min(source.amount, remaining)
-        takes.append(Take(source.id, taken))
-        remaining -= taken
-    return SourcePlan(tuple(takes), remaining)
+    return Wallet(sources, now).take(credits)
+
+
+class Wallet:
+    """One user's usable sources in spending order, spent down take by take.
+
+    The order depends only on expiry and age, so it is computed once per user and batch;
+    each take then walks from the first source that still holds credits.
+    """
+
+    def __init__(self, sources: list[Source], now: datetime) -> None:
+        order = spending_order(sources, now)
+        self.ids = [s.id for s in order]
+        self.left = [s.amount for s in order]
+        self.first = 0
+
+    def take(self, credits: int) -> SourcePlan:
+        remaining = credits
+        takes = []
+        i = self.first
+        while remaining and i < len(self.left):
+            taken = min(self.left[i], remaining)
+            self.left[i] -= taken
+            remaining -= taken
+            takes.append(Take(self.ids[i], taken))
+            if self.left[i] == 0:
+                i += 1
+        self.first = i
+        return SourcePlan(tuple(takes), remaining)
 
 
 class AlertKind(StrEnum):

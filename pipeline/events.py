@@ -104,7 +104,7 @@ class UsageEvent(BaseModel):
         The model serializes its fields in declaration order, so its compact JSON is
         canonical for a given contract version.
         """
-        return hashlib.sha256(self.model_dump_json().encode()).digest()
+        return hashlib.sha256(self.__pydantic_serializer__.to_json(self)).digest()
 
 
 def normalize_usage(usage: Any) -> dict[str, Any]:

@@ -94,11 +94,11 @@ def resolve_margin(
     configs: list[MarginConfig], tier: str, provider_id: UUID, model: str, at: datetime
 ) -> MarginConfig | None:
     """Most specific matching config: combination > model > provider > tier; then newest."""
-    return _most_specific([c for c in configs if c.matches(tier, provider_id, model)], at)
+    return _first_in_effect(_by_specificity(configs, tier, provider_id, model), at)
 
 
 class MarginResolver:
-    """`resolve_margin` over one list of configs, matching each scope only once.
+    """`resolve_margin` over one list of configs, matching and ranking each scope once.
 
     A batch asks for the same few (tier, provider, model) scopes thousands of times;
     only the time check depends on the request.
@@ -112,18 +112,26 @@ class MarginResolver:
         self, tier: str, provider_id: UUID, model: str, at: datetime
     ) -> MarginConfig | None:
         scope = (tier, provider_id, model)
-        matching = self._by_scope.get(scope)
-        if matching is None:
-            matching = [c for c in self._configs if c.matches(tier, provider_id, model)]
-            self._by_scope[scope] = matching
-        return _most_specific(matching, at)
+        ranked = self._by_scope.get(scope)
+        if ranked is None:
+            ranked = self._by_scope[scope] = _by_specificity(self._configs, *scope)
+        return _first_in_effect(ranked, at)
 
 
-def _most_specific(matching: list[MarginConfig], at: datetime) -> MarginConfig | None:
-    candidates = [c for c in matching if c.in_effect(at)]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda c: (SCOPE_RANK[c.scope_type], c.effective_from, str(c.id)))
+def _by_specificity(
+    configs: list[MarginConfig], tier: str, provider_id: UUID, model: str
+) -> list[MarginConfig]:
+    """The configs matching the scope, most specific first, then newest (then by id)."""
+    matching = [c for c in configs if c.matches(tier, provider_id, model)]
+    return sorted(
+        matching,
+        key=lambda c: (SCOPE_RANK[c.scope_type], c.effective_from, str(c.id)),
+        reverse=True,
+    )
+
+
+def _first_in_effect(ranked: list[MarginConfig], at: datetime) -> MarginConfig | None:
+    return next((c for c in ranked if c.in_effect(at)), None)
 
 
 def vendor_cost(tokens: TokenCounts, price: Price) -> Decimal:

@@ -27,7 +27,9 @@ from pipeline.events import Decoded, Rejection, UsageEvent, check_skew, decode
 BATCH_RECORD_MAX = 500
 """Events one batch record may carry."""
 
-_BATCH: TypeAdapter[list[UsageEvent]] = TypeAdapter(Annotated[list[UsageEvent], Field(min_length=1, max_length=BATCH_RECORD_MAX)])
+_BATCH: TypeAdapter[list[UsageEvent]] = TypeAdapter(
+    Annotated[list[UsageEvent], Field(min_length=1, max_length=BATCH_RECORD_MAX)]
+)
 _WHITESPACE = b" \t\r\n"
 _SCANNER = json.JSONDecoder()
 

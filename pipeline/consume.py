@@ -18,7 +18,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -223,7 +223,7 @@ def unpack(
     decoded: list[Decoded] = []
     for record in records:
         for index, item in decode_record(record.value, now, max_future_skew):
-            events.append(record if index is None else replace(record, index=index))
+            events.append(record if index is None else record._replace(batch_index=index))
             decoded.append(item)
     return events, decoded
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from pipeline.errors import Reason
 from pipeline.records import element
@@ -17,8 +18,7 @@ from pipeline.records import element
 HEADER_PREFIX = "dlq."
 
 
-@dataclass(frozen=True, slots=True)
-class SourceMessage:
+class SourceMessage(NamedTuple):
     """Where a consumed message came from, and its raw bytes."""
 
     topic: str
@@ -27,13 +27,13 @@ class SourceMessage:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
-    index: int | None = None
+    batch_index: int | None = None
     """Position of the event in a batch record (`pipeline.records`); None for a record of
     one event. `value` is then the whole batch record."""
 
     def event_value(self) -> bytes | None:
         """The bytes of this one event."""
-        return element(self.value, self.index)
+        return element(self.value, self.batch_index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ def dead_letter(source: SourceMessage, reason: Reason, detail: str, at: datetime
         failed_at=at,
         key=source.key,
         value=source.event_value(),
-        source_index=source.index,
+        source_index=source.batch_index,
     )
 
 

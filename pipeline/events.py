@@ -28,6 +28,7 @@ from pydantic_core import ErrorDetails
 from pipeline.errors import Reason
 
 CONTRACT_VERSION = 1
+_MILLISECOND = timedelta(milliseconds=1)
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
 
 
@@ -96,7 +97,7 @@ class UsageEvent(BaseModel):
 
     @property
     def processing_time_ms(self) -> int:
-        return int((self.completed_at - self.started_at) / timedelta(milliseconds=1))
+        return (self.completed_at - self.started_at) // _MILLISECOND
 
     def fingerprint(self) -> bytes:
         """sha256 of the normalized event: equal for a redelivery, different for a conflict.

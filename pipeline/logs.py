@@ -67,7 +67,7 @@ def event_context(message: SourceMessage) -> dict[str, Any]:
         "topic": message.topic,
         "partition": message.partition,
         "offset": message.offset,
-    } | ({} if message.index is None else {"index": message.index})
+    } | ({} if message.batch_index is None else {"index": message.batch_index})
 
 
 def request_id_of(value: bytes | None) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from typing import NamedTuple
 from uuid import UUID
 
 PER_TOKENS = Decimal(1000)
@@ -66,16 +67,14 @@ class MarginConfig:
         return bool(set_fields) and all(mine == theirs for mine, theirs in set_fields)
 
 
-@dataclass(frozen=True, slots=True)
-class TokenCounts:
+class TokenCounts(NamedTuple):
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
     cache_write_tokens: int
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(NamedTuple):
     """What one request costs us and what it costs the user."""
 
     vendor_cost: Decimal
@@ -86,8 +85,11 @@ class Charge:
 
 def price_in_effect(prices: list[Price], at: datetime) -> Price | None:
     """The price of one model at `at`; the latest `effective_from` wins an overlap."""
-    candidates = [p for p in prices if p.in_effect(at)]
-    return max(candidates, key=lambda p: p.effective_from) if candidates else None
+    best = None
+    for price in prices:
+        if price.in_effect(at) and (best is None or price.effective_from > best.effective_from):
+            best = price
+    return best
 
 
 def resolve_margin(
@@ -131,7 +133,10 @@ def _by_specificity(
 
 
 def _first_in_effect(ranked: list[MarginConfig], at: datetime) -> MarginConfig | None:
-    return next((c for c in ranked if c.in_effect(at)), None)
+    for config in ranked:
+        if config.in_effect(at):
+            return config
+    return None
 
 
 def vendor_cost(tokens: TokenCounts, price: Price) -> Decimal:
@@ -146,12 +151,12 @@ def vendor_cost(tokens: TokenCounts, price: Price) -> Decimal:
     write_price = (
         price.cache_input_per_1k if price.cache_input_per_1k is not None else price.input_per_1k
     )
-    exact = (
-        uncached * price.input_per_1k
-        + tokens.cached_input_tokens * hit_price
-        + tokens.cache_write_tokens * write_price
-        + tokens.output_tokens * price.output_per_1k
-    ) / PER_TOKENS
+    exact = uncached * price.input_per_1k + tokens.output_tokens * price.output_per_1k
+    if tokens.cached_input_tokens:
+        exact += tokens.cached_input_tokens * hit_price
+    if tokens.cache_write_tokens:
+        exact += tokens.cache_write_tokens * write_price
+    exact /= PER_TOKENS
     return exact.quantize(VENDOR_COST_EXPONENT, rounding=ROUND_HALF_EVEN)
 
 

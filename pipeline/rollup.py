@@ -16,7 +16,7 @@ from uuid import UUID
 from pipeline.booking import UsageRow
 
 
-@dataclass
+@dataclass(slots=True)
 class UserDay:
     """Increment of one `token_usage_daily_summary` / `credit_usage_daily_summary` row."""
 
@@ -34,7 +34,7 @@ class UserDay:
     deducted_gross_margin: Decimal = Decimal(0)
 
 
-@dataclass
+@dataclass(slots=True)
 class ModelDay:
     """Increment of one `model_usage_daily_summary` row (no user: safe for finance)."""
 
@@ -51,7 +51,10 @@ class ModelDay:
 def user_days(rows: Iterable[UsageRow]) -> dict[tuple[UUID, date], UserDay]:
     totals: dict[tuple[UUID, date], UserDay] = {}
     for row in rows:
-        day = totals.setdefault((row.user_id, row.usage_date), UserDay())
+        key = (row.user_id, row.usage_date)
+        day = totals.get(key)
+        if day is None:
+            day = totals[key] = UserDay()
         margin = row.credit_value_usd - row.vendor_cost
         day.requests += 1
         day.successful_requests += row.status == "success"
@@ -71,7 +74,10 @@ def user_days(rows: Iterable[UsageRow]) -> dict[tuple[UUID, date], UserDay]:
 def model_days(rows: Iterable[UsageRow]) -> dict[tuple[date, UUID, str], ModelDay]:
     totals: dict[tuple[date, UUID, str], ModelDay] = {}
     for row in rows:
-        day = totals.setdefault((row.usage_date, row.provider_id, row.model_id), ModelDay())
+        key = (row.usage_date, row.provider_id, row.model_id)
+        day = totals.get(key)
+        if day is None:
+            day = totals[key] = ModelDay()
         day.requests += 1
         day.input_tokens += row.input_tokens
         day.output_tokens += row.output_tokens

@@ -99,7 +99,7 @@ def test_split_keeps_each_elements_original_bytes():
 
 def test_a_batch_events_dead_letter_carries_its_own_bytes_and_index():
     raws = [event(), event(output_tokens=-1)]
-    record = SourceMessage("usage.events", 2, 41, b"k", array(*raws), 5, index=1)
+    record = SourceMessage("usage.events", 2, 41, b"k", array(*raws), 5, batch_index=1)
     letter = dead_letter(record, Reason.SCHEMA_VIOLATION, "output_tokens", NOW)
     assert letter.value == raws[1] and letter.source_index == 1
     headers = to_headers(letter)

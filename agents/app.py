@@ -14,13 +14,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import faust
 import psycopg
-from faust.types import TP
+from faust.types import TP, EventT
 from psycopg_pool import AsyncConnectionPool
 
 from agents.live import install_live_view
@@ -41,7 +41,8 @@ FETCH_BYTES_PER_PARTITION = 8 * 1024 * 1024
 STREAM_BUFFER_EVENTS = 16_384
 
 
-def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.App:
+def new_app(settings: Settings, bootstrap: str) -> tuple[faust.App, faust.TopicT]:
+    """The Faust app with the worker's settings, and its usage topic (no agents yet)."""
     app = faust.App(
         settings.worker_id,
         broker=f"kafka://{bootstrap}",
@@ -70,6 +71,21 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         value_type=bytes,
         partitions=settings.topic_partitions,
     )
+    return app, usage
+
+
+def takes(
+    settings: Settings, stream: faust.StreamT[bytes]
+) -> AsyncIterator[Sequence[EventT[bytes]]]:
+    """The stream in takes of up to BATCH_MAX_EVENTS records or BATCH_MAX_WAIT_MS."""
+    batches: AsyncIterator[Sequence[EventT[bytes]]] = stream.take_events(  # type: ignore[attr-defined]
+        settings.batch_max_events, within=settings.batch_max_wait_ms / 1000
+    )
+    return batches
+
+
+def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.App:
+    app, usage = new_app(settings, bootstrap)
     outputs = [
         app.topic(name, key_type=bytes, value_type=bytes, partitions=1)
         for name in (settings.dlq_topic, settings.alerts_topic)
@@ -107,10 +123,7 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         for topic in outputs:
             await topic.maybe_declare()
         await pool.open(wait=False)
-        batches = stream.take_events(  # type: ignore[attr-defined]
-            settings.batch_max_events, within=settings.batch_max_wait_ms / 1000
-        )
-        async for taken in batches:
+        async for taken in takes(settings, stream):
             records = [_source(e) for e in taken]
             started = time.monotonic()
             result = await _book_or_die(booker, records)

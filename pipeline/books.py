@@ -33,6 +33,7 @@ from pipeline.events import Decoded, UsageEvent
 from pipeline.offsets import SkippedRecords, Span, check_and_advance
 from pipeline.reference import Reference, ReferenceCache
 from pipeline.rollup import model_days, user_days
+from pipeline.stages import StageClock, timed
 
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
@@ -86,26 +87,30 @@ async def book_batch(
     before_commit: Callable[[BatchPlan], Awaitable[None]],
     consumed: tuple[str, list[Span]] | None = None,
     reference: ReferenceCache | None = None,
+    clock: StageClock | None = None,
 ) -> BatchPlan:
     """Plan and write one batch in one transaction; returns the committed plan.
 
     `consumed` is (consumer group, the batch's offset spans): the booked-up-to offsets
     advance in the same transaction, and `SkippedRecords` rolls it back if the batch
     starts past them. `reference` keeps the priced-with rows across batches (a fresh
-    read when None).
+    read when None); `clock` times the transaction's stages.
     """
     cache = reference or ReferenceCache()
-    async with conn.transaction(), conn.cursor() as cur:
-        if consumed is not None:
-            gaps = await check_and_advance(cur, *consumed)
-            if gaps:
-                raise SkippedRecords(gaps)
-        now, ref = await cache.read(cur)
-        events = [d for d in decoded if isinstance(d, UsageEvent)]
-        ctx = await load_context(cur, ref, events)
-        plan = plan_batch(decoded, ctx, usd_per_credit, low_water, now)
-        await write_plan(cur, plan)
-        await before_commit(plan)
+    with timed(clock, "transaction"):
+        async with conn.transaction(), conn.cursor() as cur:
+            if consumed is not None:
+                gaps = await check_and_advance(cur, *consumed)
+                if gaps:
+                    raise SkippedRecords(gaps)
+            now, ref = await cache.read(cur)
+            events = [d for d in decoded if isinstance(d, UsageEvent)]
+            ctx = await load_context(cur, ref, events)
+            with timed(clock, "plan"):
+                plan = plan_batch(decoded, ctx, usd_per_credit, low_water, now)
+            await write_plan(cur, plan)
+            with timed(clock, "dead_letters"):
+                await before_commit(plan)
     return plan
 
 

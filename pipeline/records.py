@@ -14,7 +14,7 @@ that each element gets its own verdict and a bad one can be dead-lettered verbat
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -122,28 +122,43 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 def group_by_partition(
-    events: Iterable[tuple[bytes | None, bytes]], partitions: int, size: int = BATCH_RECORD_MAX
+    events: Sequence[tuple[bytes | None, bytes]], partitions: int, size: int = BATCH_RECORD_MAX
 ) -> list[tuple[bytes | None, bytes]]:
     """(user key, event JSON) pairs -> (key, value) records: batch records of up to `size`
-    events whose keys hash to one partition, keyed by one of them, in per-partition order.
-    An event without a key (unparseable) stays a record of its own, as it was."""
+    events whose keys hash to one partition, keyed by the first of them. An event without
+    a key (unparseable) stays a record of its own, as it was."""
+    records: list[tuple[bytes | None, bytes]] = []
+    for group in partition_groups([k for k, _ in events], partitions, size):
+        key, value = events[group[0]]
+        if key is None:
+            records.append((None, value))
+        else:
+            records.append((key, batch_value([events[i][1] for i in group])))
+    return records
+
+
+def partition_groups(
+    keys: Sequence[bytes | None], partitions: int, size: int = BATCH_RECORD_MAX
+) -> list[list[int]]:
+    """Positions of `keys` grouped into batch records: up to `size` positions of one
+    partition each, in per-partition order; an unkeyed position is a group of its own.
+    Groups are listed in the order they fill up, the partly filled ones last."""
     if not 1 <= size <= BATCH_RECORD_MAX:
         raise ValueError(f"a batch record holds 1 to {BATCH_RECORD_MAX} events, not {size}")
-    open_batches: dict[int, tuple[bytes, list[bytes]]] = {}
-    out: list[tuple[bytes | None, bytes]] = []
-    for key, value in events:
+    open_groups: dict[int, list[int]] = {}
+    groups: list[list[int]] = []
+    for position, key in enumerate(keys):
         if key is None:
-            out.append((None, value))
+            groups.append([position])
             continue
         partition = partition_of(key, partitions)
-        first_key, values = open_batches.setdefault(partition, (key, []))
-        values.append(value)
-        if len(values) == size:
-            out.append((first_key, _array(values)))
-            del open_batches[partition]
-    out += [(k, _array(v)) for k, v in open_batches.values()]
-    return out
+        group = open_groups.setdefault(partition, [])
+        group.append(position)
+        if len(group) == size:
+            groups.append(open_groups.pop(partition))
+    return groups + list(open_groups.values())
 
 
-def _array(values: Sequence[bytes]) -> bytes:
+def batch_value(values: Sequence[bytes]) -> bytes:
+    """A batch record's value: the events' JSON as one array."""
     return b"[" + b",".join(values) + b"]"

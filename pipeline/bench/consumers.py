@@ -9,7 +9,8 @@ offsets it finds once assigned (the bench publishes the whole stream first), com
 offsets after every fetched batch, and prints one JSON line: records read, when its
 partitions were assigned, when the first and the last batch arrived, what it booked and
 the publish-to-receipt latencies. The baseline may be given a time budget: it then stops
-before the next event, and its ledger holds exactly the valid events it read.
+before the next event, and its ledger holds exactly the valid events it booked.
+`--connections N` keeps N of its per-request transactions in flight from a pool of N.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from psycopg_pool import AsyncConnectionPool
 
 from pipeline.bench import baseline
 from pipeline.bench.stats import latency_summary
 from pipeline.events import UsageEvent, decode
+from pipeline.pricing import Charge
 
 FETCH_BYTES_PER_PARTITION = 8 << 20
 """The same per-partition fetch size as the worker's."""
@@ -114,32 +116,56 @@ async def run_bare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    """The seed's per-request transactions, `--connections` of them in flight at once
+    (one: the plain baseline; the seed's pool formula gives 20)."""
     usd_per_credit = Decimal(args.usd_per_credit)
     skew = timedelta(seconds=args.max_future_skew)
     counts = {"booked": 0, "duplicates": 0, "rejected": 0, "stopped_early": 0}
     stop_at = time.monotonic() + args.max_seconds if args.max_seconds > 0 else None
     # Autocommit: each `conn.transaction()` is then a real transaction, not a savepoint.
-    async with await psycopg.AsyncConnection.connect(args.database, autocommit=True) as conn:
-        ref = await baseline.load_reference(conn)
+    async with AsyncConnectionPool(
+        args.database,
+        min_size=args.connections,
+        max_size=args.connections,
+        kwargs={"autocommit": True},
+        open=False,
+    ) as pool:
+        await pool.wait()
+        async with pool.connection() as conn:
+            ref = await baseline.load_reference(conn)
+        in_flight = asyncio.Semaphore(args.connections)
+
+        async def book(event: UsageEvent, cost: Charge) -> None:
+            try:
+                async with pool.connection() as conn:
+                    booked = await baseline.book_one(conn, ref, event, cost)
+                counts["booked" if booked else "duplicates"] += 1
+            finally:
+                in_flight.release()
 
         async def handle(messages: list[ConsumerRecord[bytes, bytes]]) -> bool:
-            for message in messages:
-                if stop_at is not None and time.monotonic() > stop_at:
-                    counts["stopped_early"] = 1
-                    return False
-                event = decode(message.value, datetime.now(UTC), skew)
-                cost = (
-                    baseline.price_event(ref, event, usd_per_credit)
-                    if isinstance(event, UsageEvent)
-                    else None
-                )
-                if not isinstance(event, UsageEvent) or cost is None:
-                    counts["rejected"] += 1
-                elif await baseline.book_one(conn, ref, event, cost):
-                    counts["booked"] += 1
-                else:
-                    counts["duplicates"] += 1
-            return True
+            tasks = []
+            try:
+                for message in messages:
+                    await in_flight.acquire()
+                    if stop_at is not None and time.monotonic() > stop_at:
+                        in_flight.release()
+                        counts["stopped_early"] = 1
+                        return False
+                    event = decode(message.value, datetime.now(UTC), skew)
+                    cost = (
+                        baseline.price_event(ref, event, usd_per_credit)
+                        if isinstance(event, UsageEvent)
+                        else None
+                    )
+                    if not isinstance(event, UsageEvent) or cost is None:
+                        counts["rejected"] += 1
+                        in_flight.release()
+                        continue
+                    tasks.append(asyncio.create_task(book(event, cost)))
+                return True
+            finally:
+                await asyncio.gather(*tasks)
 
         result = await drain(args.bootstrap, args.topic, args.group, handle)
     return result | counts
@@ -148,6 +174,9 @@ async def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench.consumers")
     parser.add_argument("kind", choices=("baseline", "bare"))
+    parser.add_argument(
+        "--connections", type=int, default=1, help="baseline: transactions in flight"
+    )
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)

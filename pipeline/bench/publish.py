@@ -34,12 +34,18 @@ class Published:
         return len(self.timestamps_ms) / self.seconds if self.seconds > 0 else 0.0
 
 
-def first_publish_ms(stream: Stream, published: Published) -> dict[UUID, int]:
-    """request_id -> the Kafka timestamp of its first delivery."""
+def first_publish_ms(
+    stream: Stream, published: Published, groups: Sequence[Sequence[int]] | None = None
+) -> dict[UUID, int]:
+    """request_id -> the Kafka timestamp of its first delivery. `groups[i]` are the stream
+    positions record i carried (batch records); by default one record per position."""
     first: dict[UUID, int] = {}
-    for request_id, stamp in zip(stream.request_ids, published.timestamps_ms, strict=True):
-        if request_id is not None and request_id not in first:
-            first[request_id] = stamp
+    records = groups if groups is not None else [[i] for i in range(len(stream.lines))]
+    for group, stamp in zip(records, published.timestamps_ms, strict=True):
+        for position in group:
+            request_id = stream.request_ids[position]
+            if request_id is not None and stamp < first.get(request_id, stamp + 1):
+                first[request_id] = stamp
     return first
 
 

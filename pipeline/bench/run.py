@@ -12,6 +12,7 @@ from typing import Any
 from pipeline import prices
 from pipeline.bench import report, runners, stream, sweep
 from pipeline.bench.stack import bench_stack, machine, prepare_template
+from pipeline.records import BATCH_RECORD_MAX
 from pipeline.settings import Settings
 
 
@@ -20,6 +21,10 @@ class BenchParams:
     events: int
     users: int
     rates: list[float | None] = field(default_factory=list)
+    batch_rates: list[float | None] = field(default_factory=list)
+    """Offered rates of the sweep on batch records."""
+    batch_size: int = BATCH_RECORD_MAX
+    """Events per batch record of runner (b2)."""
     sweep_seconds: float = 8.0
     repeat: int = 1
     seed: int = 7
@@ -62,13 +67,16 @@ def run_bench(
                 f"{events.duplicates} redelivered, {events.malformed} malformed, "
                 f"{events.late} late"
             )
-            results, published = runners.side_by_side(ctx, events)
+            results, published, stages = runners.side_by_side(ctx, events, params.batch_size)
 
             def make(count: int, index: int, n: int = n) -> stream.Stream:
                 seed = (params.seed + 1000 * (n + 1) + index) & 0xFFFFFFFF
                 return stream.generate(count, datetime.now(UTC), models, users, seed=seed)
 
             points = sweep.rate_sweep(ctx, params.rates, params.sweep_seconds, make)
+            points += sweep.rate_sweep(
+                ctx, params.batch_rates, params.sweep_seconds, make, shape="batch"
+            )
             runs.append(
                 {
                     "repeat": n + 1,
@@ -82,6 +90,7 @@ def run_bench(
                     },
                     "runners": {name: r.as_dict() for name, r in results.items()},
                     "sweep": [p.as_dict() for p in points],
+                    "stages_us_per_event": stages,
                 }
             )
         about = machine(stack)

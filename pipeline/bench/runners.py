@@ -1,21 +1,26 @@
-"""The four runners over one published stream, and the pipeline's rate sweep.
+"""The runners over one published stream, side by side.
 
-(a) baseline: the seed's per-request flow (`consumers baseline` subprocess);
-(b) pipeline: the real worker (`python -m pipeline worker` subprocess);
+(a) baseline: the seed's per-request flow (`consumers baseline` subprocess), with one
+    connection, and (baseline_pool) with the seed's pool of 20 transactions in flight;
+(b) pipeline: the real worker (`python -m pipeline worker` subprocess); pipeline_2w: two
+    of them in one group; (b2) pipeline_batch: one worker on the same events as batch
+    records;
 (c) copy: the same ledger rows COPYed straight into PostgreSQL, no Kafka, no logic;
-(d) bare: an aiokafka consumer that reads and commits, nothing else.
+(d) bare: an aiokafka consumer that reads and commits, nothing else;
+(e) faust_floor: the worker's Faust app and read path, acknowledging without booking.
 Each consumer has its own group, each database is a fresh copy of the template.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 from uuid import UUID
@@ -23,10 +28,10 @@ from uuid import UUID
 import psycopg
 
 from pipeline import kafka_io
-from pipeline.bench import measure, stats
+from pipeline.bench import measure, profile, stats
 from pipeline.bench.publish import Published, first_publish_ms, publish
 from pipeline.bench.stack import BenchStack
-from pipeline.bench.stream import Stream
+from pipeline.bench.stream import Stream, as_batch_records
 from pipeline.devstack.ports import free_port
 
 POLL_SECONDS = 0.25
@@ -131,49 +136,116 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def wait_rows(
-    ctx: Context, database: str, rows: int, process: subprocess.Popen[bytes], what: str
+    ctx: Context,
+    database: str,
+    rows: int,
+    processes: Sequence[subprocess.Popen[bytes]],
+    what: str,
 ) -> None:
-    """Wait until the ledger has `rows` rows; fail if `process` dies or time runs out."""
+    """Wait until the ledger has `rows` rows; fail if a process dies or time runs out."""
     deadline = time.monotonic() + ctx.deadline_seconds
     while measure.ledger_rows(database) < rows:
-        if process.poll() is not None:
-            raise BenchFailed(f"{what} exited with {process.returncode}; see its log")
+        for process in processes:
+            if process.poll() is not None:
+                raise BenchFailed(f"{what} exited with {process.returncode}; see its log")
         if time.monotonic() > deadline:
             raise BenchFailed(f"{what} did not book {rows} events in {ctx.deadline_seconds:.0f}s")
         time.sleep(POLL_SECONDS)
 
 
 def run_pipeline(
-    ctx: Context, topic: str, stream: Stream, publish_ms: dict[UUID, int]
+    ctx: Context,
+    topic: str,
+    stream: Stream,
+    publish_ms: dict[UUID, int],
+    name: str = "pipeline",
+    workers: int = 1,
 ) -> tuple[RunnerResult, str]:
-    """(b) the worker drains the topic into a fresh database; returns its result and
-    database (the COPY runner reuses its rows)."""
-    name = f"bench_b_{ctx.tag}"
-    database = ctx.stack.database(name)
-    worker = start_worker(ctx, database, topic, f"bench-pipeline-{ctx.tag}")
+    """(b) `workers` workers in one group drain the topic into a fresh database; returns
+    the result (CPU summed over the workers) and the database (the COPY runner reuses its
+    rows)."""
+    database = ctx.stack.database(f"bench_{name}_{ctx.tag}")
+    group = f"bench-{name}-{ctx.tag}"
+    processes = [start_worker(ctx, database, topic, group) for _ in range(workers)]
     try:
-        with measure.ProcessSampler(worker.pid, ctx.stack.postmaster_pid()) as sampler:
-            wait_rows(ctx, database, stream.unique_valid, worker, "the worker")
+        postmaster = ctx.stack.postmaster_pid()
+        with contextlib.ExitStack() as samplers:
+            sampled = [
+                samplers.enter_context(
+                    measure.ProcessSampler(p.pid, postmaster if i == 0 else None)
+                )
+                for i, p in enumerate(processes)
+            ]
+            wait_rows(ctx, database, stream.unique_valid, processes, "the worker")
     finally:
-        stop(worker)
+        for process in processes:
+            stop(process)
     timing = measure.ledger_timing(database, publish_ms)
-    return _from_ledger("pipeline", timing, stream.unique_valid, sampler), database
+    result = _from_ledger(name, timing, stream.unique_valid, sampled[0])
+    if workers > 1:
+        cpus = [s.cpu_between(timing.first_commit, timing.last_commit)[0] for s in sampled]
+        result.cpu_seconds = None if None in cpus else sum(c for c in cpus if c is not None)
+    return result, database
+
+
+def run_floor(ctx: Context, topic: str, stream: Stream) -> RunnerResult:
+    """(e) the worker's Faust app and read path, booking nothing
+    (`pipeline.bench.floor`). Timed from its first take to its last."""
+    group = f"bench-floor-{ctx.tag}"
+    out = ctx.stack.settings.state_dir / f"{group}.json"
+    log = open(ctx.stack.settings.state_dir / f"{group}.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.bench.floor", "--expect", str(len(stream.lines)),
+         "--out", str(out)],
+        env=_worker_env(ctx, "", topic, group),
+        stdout=log,
+        stderr=log,
+    )  # fmt: skip
+    try:
+        with measure.ProcessSampler(process.pid) as sampler:
+            process.wait(ctx.deadline_seconds)
+    except subprocess.TimeoutExpired:
+        raise BenchFailed(
+            f"the Faust floor did not finish in {ctx.deadline_seconds:.0f}s"
+        ) from None
+    finally:
+        stop(process)
+    if process.returncode != 0 or not out.exists():
+        raise BenchFailed(f"the Faust floor exited with {process.returncode}; see its log")
+    seen = json.loads(out.read_text())
+    first, last = seen["first_receipt"], seen["last_receipt"]
+    span = last - first if last > first else None
+    cpu, _ = sampler.cpu_between(first, last)
+    return RunnerResult(
+        runner="faust_floor",
+        events=stream.unique_valid if seen["records"] == len(stream.lines) else 0,
+        seconds=span,
+        throughput_eps=stats.rate(stream.unique_valid, span),
+        books_exact=None,
+        cpu_seconds=cpu,
+        peak_rss_mib=sampler.peak_kib / 1024 if sampler.peak_kib else None,
+    )
 
 
 def _consumer(
-    ctx: Context, kind: str, topic: str, database: str | None, max_seconds: float = 0
+    ctx: Context,
+    kind: str,
+    topic: str,
+    database: str | None,
+    max_seconds: float = 0,
+    connections: int = 1,
 ) -> tuple[dict[str, Any], measure.ProcessSampler]:
     command = [
         sys.executable, "-m", "pipeline.bench.consumers", kind,
         "--bootstrap", ctx.stack.bootstrap, "--topic", topic,
-        "--group", f"bench-{kind}-{ctx.tag}",
+        "--group", f"bench-{kind}-{connections}-{ctx.tag}", "--connections", str(connections),
         "--usd-per-credit", str(ctx.stack.settings.usd_per_credit),
         "--max-future-skew", str(ctx.stack.settings.max_future_skew_seconds),
         "--max-seconds", str(max_seconds),
     ]  # fmt: skip
     if database is not None:
         command += ["--database", database]
-    log = open(ctx.stack.settings.state_dir / f"{kind}-{ctx.tag}.log", "ab")  # noqa: SIM115
+    log = open(ctx.stack.settings.state_dir / f"{kind}-{connections}-{ctx.tag}.log", "ab")  # noqa: SIM115
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)
     with measure.ProcessSampler(process.pid, ctx.stack.postmaster_pid()) as sampler:
         try:
@@ -190,18 +262,24 @@ def _consumer(
     return result, sampler
 
 
+BASELINE_POOL = 20
+"""The seed's pool size (Task 3.3: 2 x cores + spindles, rounded up for a server)."""
+
+
 def run_baseline(
-    ctx: Context, topic: str, stream: Stream, publish_ms: dict[UUID, int]
+    ctx: Context, topic: str, stream: Stream, publish_ms: dict[UUID, int], connections: int = 1
 ) -> RunnerResult:
-    """(a) the seed's per-request flow into a fresh database, within its time budget; its
-    books must then hold exactly the valid events it read."""
-    database = ctx.stack.database(f"bench_a_{ctx.tag}")
-    out, sampler = _consumer(ctx, "baseline", topic, database, ctx.baseline_seconds)
+    """(a) the seed's per-request flow, `connections` transactions in flight, into a fresh
+    database within its time budget; its books must then hold exactly the valid events it
+    booked."""
+    name = "baseline" if connections == 1 else "baseline_pool"
+    database = ctx.stack.database(f"bench_{name}_{ctx.tag}")
+    out, sampler = _consumer(ctx, "baseline", topic, database, ctx.baseline_seconds, connections)
     timing = measure.ledger_timing(database, publish_ms)
-    ctx.stack.drop(f"bench_a_{ctx.tag}")
+    ctx.stack.drop(f"bench_{name}_{ctx.tag}")
     complete = not out["stopped_early"]
     expected = stream.unique_valid if complete else out["booked"]
-    result = _from_ledger("baseline", timing, expected, sampler)
+    result = _from_ledger(name, timing, expected, sampler)
     result.books_exact = bool(result.books_exact) and timing.rows == out["booked"]
     result.complete = complete
     return result
@@ -273,25 +351,57 @@ def run_copy(
     )
 
 
-def side_by_side(ctx: Context, stream: Stream) -> tuple[dict[str, RunnerResult], Published]:
-    """Publish the stream once, then let each runner drain it in turn."""
+def side_by_side(
+    ctx: Context, stream: Stream, batch_size: int
+) -> tuple[dict[str, RunnerResult], Published, dict[str, float]]:
+    """Publish the stream once per record shape, then let each runner drain it in turn;
+    returns the results, the single-record publish, and the booking stages (µs/event)."""
     topic = f"bench.stream.{ctx.tag}"
     bootstrap = ctx.stack.bootstrap
-    asyncio.run(kafka_io.ensure_topic(bootstrap, topic, ctx.stack.settings.topic_partitions))
+    partitions = ctx.stack.settings.topic_partitions
+    asyncio.run(kafka_io.ensure_topic(bootstrap, topic, partitions))
     published = asyncio.run(publish(bootstrap, topic, stream.lines, stream.keys, None))
     ctx.progress(f"published {len(stream.lines)} records at {published.achieved_rate:,.0f}/s")
     publish_ms = first_publish_ms(stream, published)
     results: dict[str, RunnerResult] = {}
     results["bare"] = run_bare(ctx, topic, stream)
     ctx.progress(f"(d) bare consumer: {_eps(results['bare'])}")
+    results["faust_floor"] = run_floor(ctx, topic, stream)
+    ctx.progress(f"(e) Faust floor: {_eps(results['faust_floor'])}")
     results["pipeline"], pipeline_db = run_pipeline(ctx, topic, stream, publish_ms)
     ctx.progress(f"(b) pipeline: {_eps(results['pipeline'])}")
     results["copy"] = run_copy(ctx, pipeline_db, stream, publish_ms)
     ctx.progress(f"(c) COPY limit: {_eps(results['copy'])}")
-    ctx.stack.drop(f"bench_b_{ctx.tag}")
+    ctx.stack.drop(f"bench_pipeline_{ctx.tag}")
+    results["pipeline_2w"], _ = run_pipeline(
+        ctx, topic, stream, publish_ms, "pipeline_2w", workers=2
+    )
+    ctx.stack.drop(f"bench_pipeline_2w_{ctx.tag}")
+    ctx.progress(f"(b) two workers: {_eps(results['pipeline_2w'])}")
+
+    batched = as_batch_records(stream, partitions, batch_size)
+    batch_topic = f"bench.batch.{ctx.tag}"
+    asyncio.run(kafka_io.ensure_topic(bootstrap, batch_topic, partitions))
+    batch_published = asyncio.run(
+        publish(bootstrap, batch_topic, batched.lines, batched.keys, None)
+    )
+    ctx.progress(f"published {len(batched.lines)} batch records of up to {batch_size} events")
+    batch_ms = first_publish_ms(stream, batch_published, batched.groups)
+    results["pipeline_batch"], _ = run_pipeline(
+        ctx, batch_topic, stream, batch_ms, "pipeline_batch"
+    )
+    ctx.stack.drop(f"bench_pipeline_batch_{ctx.tag}")
+    ctx.progress(f"(b2) pipeline on batch records: {_eps(results['pipeline_batch'])}")
+
+    stages = profile.booking_stages(ctx.stack, stream, f"{topic}.dlq", ctx.tag)
+    ctx.progress("booking stages (in-process), us/event: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in stages.items()))  # fmt: skip
+
     results["baseline"] = run_baseline(ctx, topic, stream, publish_ms)
     ctx.progress(f"(a) baseline: {_eps(results['baseline'])}")
-    return results, published
+    results["baseline_pool"] = run_baseline(ctx, topic, stream, publish_ms, BASELINE_POOL)
+    ctx.progress(f"(a2) baseline, pool of {BASELINE_POOL}: {_eps(results['baseline_pool'])}")
+    return results, published, stages
 
 
 def _eps(result: RunnerResult) -> str:

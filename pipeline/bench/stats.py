@@ -82,27 +82,3 @@ class Target:
     @property
     def verdict(self) -> str:
         return {True: "MET", False: "MISSED", None: "NOT MEASURED"}[self.met]
-
-
-SUSTAINED_EPS = 20_000.0
-P99_AT_RATE = 5_000
-P99_LIMIT_MS = 250.0
-BASELINE_FACTOR = 10.0
-COPY_SHARE = 0.5
-
-
-def evaluate_targets(
-    pipeline_eps: float | None,
-    p99_at_5k_ms: float | None,
-    vs_baseline: float | None,
-    vs_copy: float | None,
-) -> list[Target]:
-    """The issue's four targets against the measured medians."""
-    return [
-        Target("sustained", ">= 20,000 events/s sustained", SUSTAINED_EPS, True, pipeline_eps),
-        Target("p99_at_5k", "p99 <= 250 ms at 5,000 events/s", P99_LIMIT_MS, False, p99_at_5k_ms),
-        Target(
-            "vs_baseline", ">= 10x the per-request baseline", BASELINE_FACTOR, True, vs_baseline
-        ),
-        Target("vs_copy", ">= 50% of the COPY limit", COPY_SHARE, True, vs_copy),
-    ]

@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from pipeline import records
+from pipeline.kafka_io import user_key
 from pipeline.prices import CatalogEntry
 from pipeline.sample import DemoUser
 
@@ -65,6 +67,28 @@ class Stream:
 
     def valid_ids(self) -> set[uuid.UUID]:
         return {r for r in self.request_ids if r is not None}
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A stream as batch records: record i carries the stream positions `groups[i]`."""
+
+    lines: list[bytes]
+    keys: list[bytes | None]
+    groups: list[list[int]]
+
+
+def as_batch_records(stream: Stream, partitions: int, size: int) -> Batched:
+    """The stream's records grouped as `usage-pipeline publish --batch` would: by the
+    partition of their user, up to `size` events each; a line that is not JSON stays a
+    record of its own."""
+    keys = [user_key(line) for line in stream.lines]
+    groups = records.partition_groups(keys, partitions, size)
+    lines = [
+        stream.lines[g[0]] if len(g) == 1 else records.batch_value([stream.lines[i] for i in g])
+        for g in groups
+    ]
+    return Batched(lines, [stream.keys[g[0]] for g in groups], groups)
 
 
 def pick_models(entries: Sequence[CatalogEntry], seed: int = 1) -> tuple[BenchModel, ...]:

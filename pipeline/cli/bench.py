@@ -19,6 +19,7 @@ DEFAULT_CATALOG = REPO.parent / "shared" / "data" / "litellm-model-prices-1.110.
 DEFAULT_OUT = REPO / "docs" / "benchmarks" / "stream.json"
 DEFAULT_DOC = REPO / "docs" / "benchmarks.md"
 DEFAULT_RATES = "1000,2500,5000,10000,max"
+DEFAULT_BATCH_RATES = "5000,10000,max"
 
 
 def parse_rates(text: str) -> list[float | None]:
@@ -57,6 +58,19 @@ def bench() -> None:
     help="Offered rates of the sweep ('' for none).",
 )
 @click.option(
+    "--batch-rates",
+    default=DEFAULT_BATCH_RATES,
+    show_default=True,
+    help="Offered rates (events/s) of the sweep on batch records ('' for none).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 500),
+    default=500,
+    show_default=True,
+    help="Events per batch record of runner (b2).",
+)
+@click.option(
     "--sweep-seconds",
     default=6.0,
     show_default=True,
@@ -88,6 +102,8 @@ def stream_command(
     events: int,
     users: int,
     rates: str,
+    batch_rates: str,
+    batch_size: int,
     sweep_seconds: float,
     repeat: int,
     rng_seed: int,
@@ -116,6 +132,8 @@ def stream_command(
         events=events,
         users=users,
         rates=parse_rates(rates),
+        batch_rates=parse_rates(batch_rates),
+        batch_size=batch_size,
         sweep_seconds=sweep_seconds,
         repeat=repeat,
         seed=rng_seed,

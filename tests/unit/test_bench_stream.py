@@ -144,75 +144,95 @@ def test_rate_median_ratio_handle_the_unknown() -> None:
     assert stats.ratio(None, 4.0) is None
 
 
-def test_targets_met_missed_and_unmeasured() -> None:
-    targets = {t.name: t for t in stats.evaluate_targets(20_000.0, 251.0, 9.99, None)}
-    assert targets["sustained"].verdict == "MET"
-    assert targets["p99_at_5k"].verdict == "MISSED"
-    assert targets["vs_baseline"].verdict == "MISSED"
-    assert targets["vs_copy"].verdict == "NOT MEASURED"
-    assert stats.evaluate_targets(1.0, 250.0, 10.0, 0.5)[1].met is True
+def test_a_target_is_met_missed_or_unmeasured() -> None:
+    assert stats.Target("t", "d", 10.0, True, 10.0).verdict == "MET"
+    assert stats.Target("t", "d", 10.0, False, 10.5).verdict == "MISSED"
+    assert stats.Target("t", "d", 10.0, False, None).verdict == "NOT MEASURED"
 
 
-def _run(pipeline: float, baseline: float, copy: float, bare: float, p99_at_5k: float) -> dict:
-    def runner(eps: float) -> dict:
+def _run(pipeline: float, floor: float, copy: float, p99_at_1k: float) -> dict:
+    def runner(eps: float, cpu: float | None = 0.2, db: float | None = 0.05) -> dict:
         return {
             "throughput_eps": eps,
             "events": 1000,
-            "cpu_seconds": 2.0,
-            "db_cpu_seconds": 1.0,
+            "cpu_seconds": cpu,
+            "db_cpu_seconds": db,
             "peak_rss_mib": 100.0,
             "books_exact": True,
         }
 
-    point = {"publish_eps": 5000.0, "throughput_eps": 4900.0, "books_exact": True}
+    def point(shape: str, offered: float | None, booked: float, p99: float) -> dict:
+        return {
+            "record_shape": shape,
+            "workers": 1,
+            "offered_eps": offered,
+            "publish_eps": offered or 40_000.0,
+            "throughput_eps": booked,
+            "books_exact": True,
+            "latency": {"p50_ms": p99 / 4, "p95_ms": p99 / 2, "p99_ms": p99},
+        }
+
     return {
         "runners": {
             "pipeline": runner(pipeline),
-            "baseline": runner(baseline),
-            "copy": runner(copy) | {"cpu_seconds": None},
-            "bare": runner(bare) | {"books_exact": None},
+            "pipeline_2w": runner(pipeline * 1.6, cpu=0.4),
+            "pipeline_batch": runner(copy * 0.6),
+            "faust_floor": runner(floor, cpu=0.13, db=None),
+            "baseline": runner(600),
+            "copy": runner(copy, cpu=None),
         },
         "sweep": [
-            point
-            | {
-                "offered_eps": 5000.0,
-                "latency": {"p50_ms": 10.0, "p95_ms": 50.0, "p99_ms": p99_at_5k},
-            },
-            point
-            | {"offered_eps": None, "latency": {"p50_ms": 900.0, "p95_ms": 990.0, "p99_ms": 999.0}},
+            point("single", 1000.0, 1000.0, p99_at_1k),
+            point("single", 2500.0, 2400.0, 280.0),
+            point("single", None, pipeline, 9000.0),
+            point("batch", 5000.0, 4990.0, 400.0),
         ],
-    }
+        "stages_us_per_event": {
+            "decode": 8.0, "plan": 20.0, "sql_encoding": 15.0, "dead_letters": 1.0,
+            "waiting_on_postgres": 30.0,
+        },
+    }  # fmt: skip
 
 
-def test_summary_takes_medians_then_ratios_and_targets() -> None:
-    runs = [
-        _run(6000, 1000, 30000, 60000, 200),
-        _run(5000, 900, 25000, 50000, 300),
-        _run(7000, 500, 20000, 90000, 100),
-    ]
+def test_summary_takes_medians_then_ratios_stages_and_targets() -> None:
+    runs = [_run(6000, 8000, 30000, 100), _run(5000, 7000, 25000, 160), _run(7000, 9000, 20000, 90)]
     s = report.summarize(runs)
-    assert s["runners"]["pipeline"]["throughput_eps"] == 6000
-    assert s["runners"]["baseline"]["throughput_eps"] == 900
-    assert s["runners"]["pipeline"]["cpu_ms_per_1k_events"] == 2000.0
-    assert s["runners"]["copy"]["cpu_ms_per_1k_events"] is None
-    assert s["runners"]["bare"]["books_exact"] is None
-    assert s["ratios"] == {"b/a": pytest.approx(6000 / 900), "b/c": 0.24, "b/d": 0.1}
-    assert [p["offered_eps"] for p in s["sweep"]] == [5000.0, None]
-    assert s["sweep"][0]["p99_ms"] == 200
+    r = s["runners"]
+    assert r["pipeline"]["throughput_eps"] == 6000
+    assert r["pipeline"]["cpu_ms_per_1k_events"] == 200.0
+    assert r["pipeline"]["db_cpu_ms_per_1k_events"] == 50.0
+    assert r["copy"]["cpu_ms_per_1k_events"] is None
+    assert r["faust_floor"]["books_exact"] is True
+    assert s["ratios"]["b/e"] == 0.75
+    assert s["ratios"]["2w/b"] == pytest.approx(1.6)
+    assert s["ratios"]["b2/c"] == pytest.approx(0.6)
+    assert s["ratios"]["b/a2"] is None  # no baseline_pool runner in these runs
+    stages = s["stages_us_per_event"]
+    assert stages["faust_dispatch"] == 130.0 and stages["own_cpu"] == 70.0
+    assert stages["rest"] == pytest.approx(200 - 130 - 8 - 20 - 15 - 1)
+    [at_1k] = [p for p in s["sweep"] if p["offered_eps"] == 1000.0]
+    assert at_1k["p99_ms"] == 100 and at_1k["p99_ms_worst"] == 160
+    assert [p["record_shape"] for p in s["sweep"]] == ["single", "single", "single", "batch"]
     verdicts = {t["name"]: t["verdict"] for t in s["targets"]}
     assert verdicts == {
-        "sustained": "MISSED",
-        "p99_at_5k": "MET",
-        "vs_baseline": "MISSED",
-        "vs_copy": "MISSED",
+        "own_cpu": "MISSED",  # 70 us
+        "db_cpu": "MET",
+        "vs_floor": "MET",
+        "two_workers": "MET",
+        "p99_at_1k": "MISSED",  # one run's 160 ms
+        "booked_at_2500": "MISSED",  # 96%
+        "p99_at_2500": "MET",
+        "batch_vs_copy": "MET",
+        "batch_booked_at_5k": "MET",
+        "batch_p99_at_5k": "MET",
     }
     lines = report.tables(s)
     assert any("6,000" in line and "pipeline" in line for line in lines)
-    assert any("6.67x" in line for line in lines)
+    assert any(line.startswith("Faust's per-message path") and "130.0" in line for line in lines)
 
 
 def test_summary_flags_a_books_mismatch() -> None:
-    runs = [_run(1, 1, 1, 1, 1), _run(1, 1, 1, 1, 1)]
+    runs = [_run(1, 1, 1, 1), _run(1, 1, 1, 1)]
     runs[1]["runners"]["pipeline"]["books_exact"] = False
     assert report.summarize(runs)["runners"]["pipeline"]["books_exact"] is False
 

@@ -174,8 +174,6 @@ class _Ledger:
         if wallet is None:
             wallet = self.wallets[user] = Wallet(self.ctx.sources.get(user, []), self.now)
         taken = wallet.take(price.credits)
-        for take in taken.takes:
-            self.plan.source_amounts[take.source_id] = wallet.left[wallet.ids.index(take.source_id)]
         self.plan.balances[user] = after
         row = DeductionRow(
             id=self.ids.next(),
@@ -275,6 +273,8 @@ def plan_batch(
         if outcome.row is not None:
             plan.usage_rows.append(outcome.row)
             seen[outcome.row.request_id] = outcome.row.event_fingerprint
+    for wallet in ledger.wallets.values():
+        plan.source_amounts.update(wallet.changed)
     return plan
 
 

@@ -119,14 +119,14 @@ async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) ->
     users = sorted({e.user_id for e in events})
     requests = [e.request_id for e in events]
 
-    await cur.execute("SELECT id FROM users WHERE id = ANY(%s)", (users,))
+    await cur.execute("SELECT id FROM users WHERE id = ANY(%b)", (users,))
     known = frozenset(r[0] for r in await cur.fetchall())
 
     await cur.execute(
         """
         SELECT user_id, tier::text, status::text, current_period_start, current_period_end
         FROM subscription_monetization
-        WHERE user_id = ANY(%s) AND status IN ('active', 'trial')
+        WHERE user_id = ANY(%b) AND status IN ('active', 'trial')
         """,
         (users,),
     )
@@ -137,7 +137,7 @@ async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) ->
     await cur.execute(
         """
         SELECT DISTINCT user_id FROM perpetual_license
-        WHERE user_id = ANY(%s) AND status = 'active' AND byok_enabled
+        WHERE user_id = ANY(%b) AND status = 'active' AND byok_enabled
         """,
         (users,),
     )
@@ -148,7 +148,7 @@ async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) ->
     await cur.execute(
         """
         INSERT INTO user_credit_balance (user_id, amount)
-        SELECT u, 0 FROM unnest(%s::uuid[]) AS u ORDER BY u
+        SELECT u, 0 FROM unnest(%b::uuid[]) AS u ORDER BY u
         ON CONFLICT (user_id) DO NOTHING
         """,
         (chargeable,),
@@ -156,7 +156,7 @@ async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) ->
     await cur.execute(
         """
         SELECT user_id, amount FROM user_credit_balance
-        WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE
+        WHERE user_id = ANY(%b) ORDER BY user_id FOR UPDATE
         """,
         (chargeable,),
     )
@@ -165,7 +165,7 @@ async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) ->
     await cur.execute(
         """
         SELECT user_id, id, amount, expires_at, created_at FROM user_credit_source
-        WHERE user_id = ANY(%s) AND amount > 0
+        WHERE user_id = ANY(%b) AND amount > 0
         """,
         (chargeable,),
     )
@@ -174,7 +174,7 @@ async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) ->
         sources[r[0]].append(Source(*r[1:]))
 
     await cur.execute(
-        "SELECT request_id, event_fingerprint FROM token_usage_ledger WHERE request_id = ANY(%s)",
+        "SELECT request_id, event_fingerprint FROM token_usage_ledger WHERE request_id = ANY(%b)",
         (requests,),
     )
     booked = {r[0]: bytes(r[1]) for r in await cur.fetchall()}
@@ -192,20 +192,34 @@ async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) ->
     )
 
 
-# The COPY columns are the rows' own fields: their tuples are written as they are.
+# The COPY columns are the rows' own fields: their tuples are written as they are, in
+# PostgreSQL's binary format (no text formatting of UUIDs, numerics and timestamps).
 _DEDUCTION_COLUMNS = ", ".join(DeductionRow._fields)
+_DEDUCTION_TYPES = (
+    "uuid", "uuid", "int4", "int4", "int4", "uuid", "numeric", "numeric", "numeric",
+    "varchar", "varchar",
+)  # fmt: skip
 _USAGE_COLUMNS = ", ".join(UsageRow._fields)
+_USAGE_TYPES = (
+    "uuid", "uuid", "uuid", "varchar", "uuid", "int4", "int4", "int4", "int4", "numeric",
+    "numeric", "numeric", "int4", "varchar", "int4", "timestamptz", "timestamptz", "int4",
+    "varchar", "text", "bool", "varchar", "varchar", "uuid", "bytea",
+)  # fmt: skip
 
 
 async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
     if plan.deductions:
         async with cur.copy(
-            f"COPY credit_deduction_ledger ({_DEDUCTION_COLUMNS}) FROM STDIN"
+            f"COPY credit_deduction_ledger ({_DEDUCTION_COLUMNS}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
+            copy.set_types(_DEDUCTION_TYPES)
             for deduction in plan.deductions:
                 await copy.write_row(deduction)
     if plan.usage_rows:
-        async with cur.copy(f"COPY token_usage_ledger ({_USAGE_COLUMNS}) FROM STDIN") as copy:
+        async with cur.copy(
+            f"COPY token_usage_ledger ({_USAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_USAGE_TYPES)
             for row in plan.usage_rows:
                 await copy.write_row(row)
     if plan.balances:
@@ -216,7 +230,7 @@ async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
             UPDATE user_credit_balance AS b
             SET amount = v.amount, last_deduction_at = now(),
                 last_deduction_amount = v.last_amount, updated_at = now()
-            FROM unnest(%s::uuid[], %s::int[], %s::int[]) AS v(user_id, amount, last_amount)
+            FROM unnest(%b::uuid[], %b::int[], %b::int[]) AS v(user_id, amount, last_amount)
             WHERE b.user_id = v.user_id
             """,
             (users, [plan.balances[u] for u in users], [last[u] for u in users]),
@@ -226,7 +240,7 @@ async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
         await cur.execute(
             """
             UPDATE user_credit_source AS s SET amount = v.amount
-            FROM unnest(%s::uuid[], %s::int[]) AS v(id, amount)
+            FROM unnest(%b::uuid[], %b::int[]) AS v(id, amount)
             WHERE s.id = v.id
             """,
             (ids, [plan.source_amounts[i] for i in ids]),
@@ -257,8 +271,8 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
                 total_output_tokens, total_processing_time_ms, total_vendor_cost,
                 total_credits_deducted, total_gross_margin, avg_request_latency_ms, success_rate)
             SELECT v.*, round(v.latency::numeric / v.requests), round(100.0 * v.ok / v.requests, 2)
-            FROM unnest(%s::uuid[], %s::date[], %s::int[], %s::int[], %s::int[], %s::int[],
-                        %s::bigint[], %s::numeric[], %s::int[], %s::numeric[])
+            FROM unnest(%b::uuid[], %b::date[], %b::int[], %b::int[], %b::int[], %b::int[],
+                        %b::bigint[], %b::numeric[], %b::int[], %b::numeric[])
                 AS v(user_id, day, requests, ok, input, output, latency, cost, credits, margin)
             """ + TOKEN_SUMMARY_MERGE,
             (
@@ -276,8 +290,8 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
                 INSERT INTO credit_usage_daily_summary AS t (
                     user_id, summary_date, total_deductions, total_requests,
                     total_vendor_cost, total_gross_margin)
-                SELECT * FROM unnest(%s::uuid[], %s::date[], %s::int[], %s::int[],
-                                     %s::numeric[], %s::numeric[])
+                SELECT * FROM unnest(%b::uuid[], %b::date[], %b::int[], %b::int[],
+                                     %b::numeric[], %b::numeric[])
                 """ + CREDIT_SUMMARY_MERGE,
                 (
                     [k[0] for k in charged], [k[1] for k in charged],
@@ -296,9 +310,9 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
                 summary_date, provider_id, model_id, total_requests, total_input_tokens,
                 total_output_tokens, total_cached_input_tokens, total_cache_write_tokens,
                 total_vendor_cost, total_credits_deducted, total_credit_value_usd)
-            SELECT * FROM unnest(%s::date[], %s::uuid[], %s::text[], %s::bigint[], %s::bigint[],
-                                 %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[],
-                                 %s::bigint[], %s::numeric[])
+            SELECT * FROM unnest(%b::date[], %b::uuid[], %b::text[], %b::bigint[], %b::bigint[],
+                                 %b::bigint[], %b::bigint[], %b::bigint[], %b::numeric[],
+                                 %b::bigint[], %b::numeric[])
             """ + MODEL_SUMMARY_MERGE,
             (
                 [k[0] for k in keys3], [k[1] for k in keys3], [k[2] for k in keys3],

@@ -64,6 +64,8 @@ class Wallet:
         self.ids = [s.id for s in order]
         self.left = [s.amount for s in order]
         self.first = 0
+        self.changed: dict[UUID, int] = {}
+        """The new amount of every source taken from."""
 
     def take(self, credits: int) -> SourcePlan:
         remaining = credits
@@ -74,6 +76,7 @@ class Wallet:
             self.left[i] -= taken
             remaining -= taken
             takes.append(Take(self.ids[i], taken))
+            self.changed[self.ids[i]] = self.left[i]
             if self.left[i] == 0:
                 i += 1
         self.first = i

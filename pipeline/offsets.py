@@ -76,7 +76,7 @@ async def check_and_advance(cur: Cursor, group: str, batch: list[Span]) -> list[
         """
         SELECT topic, partition, next_offset, rewound_to FROM consumer_offsets
         WHERE consumer_group = %s AND (topic, partition) IN (
-            SELECT * FROM unnest(%s::text[], %s::int[]))
+            SELECT * FROM unnest(%b::text[], %b::int[]))
         ORDER BY topic, partition FOR UPDATE
         """,
         (group, [s.topic for s in batch], [s.partition for s in batch]),
@@ -88,7 +88,7 @@ async def check_and_advance(cur: Cursor, group: str, batch: list[Span]) -> list[
     await cur.execute(
         """
         INSERT INTO consumer_offsets AS o (consumer_group, topic, partition, next_offset)
-        SELECT %s, * FROM unnest(%s::text[], %s::int[], %s::bigint[])
+        SELECT %s, * FROM unnest(%b::text[], %b::int[], %b::bigint[])
         ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
             next_offset = greatest(o.next_offset, EXCLUDED.next_offset),
             rewound_to = NULL, updated_at = now()
@@ -109,7 +109,7 @@ async def mark_rewound(conn: psycopg.AsyncConnection[Any], group: str, gaps: lis
         await conn.execute(
             """
             UPDATE consumer_offsets AS o SET rewound_to = v.expected, updated_at = now()
-            FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS v(topic, partition, expected)
+            FROM unnest(%b::text[], %b::int[], %b::bigint[]) AS v(topic, partition, expected)
             WHERE o.consumer_group = %s AND o.topic = v.topic AND o.partition = v.partition
             """,
             (

@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from psycopg_pool import AsyncConnectionPool
 
+from pipeline import heap
 from pipeline.bench.stack import BenchStack
 from pipeline.bench.stream import Stream
 from pipeline.consume import Booker, BookingConfig
@@ -39,6 +40,7 @@ async def _book_all(
 ) -> StageClock:
     settings = stack.settings
     clock = StageClock()
+    heap.spare_startup_heap()  # as the worker does
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
     await producer.start()
 

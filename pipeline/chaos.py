@@ -58,6 +58,8 @@ class ChaosConfig:
     seed: int
     timeout: float
     partitions: int = 4
+    batch: int | None = None
+    """Publish batch records of up to this many events (`records.group_by_partition`)."""
 
 
 @dataclass
@@ -187,6 +189,7 @@ class Drill:
             generated.lines,
             seconds,
             lambda text: self.timeline.note("observed", text),
+            (self.config.partitions, self.config.batch) if self.config.batch else None,
         )
         self.publisher.start()
         note("setup", f"publishing over ~{seconds:.0f}s; faults: {len(faults)}")

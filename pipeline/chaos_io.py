@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from pipeline import kafka_io
+from pipeline import kafka_io, records
 from pipeline.chaos_verdict import Observed, PriceBook, Totals
 from pipeline.devstack.ports import free_port
 from pipeline.pricing import MarginConfig, Price
@@ -98,9 +98,12 @@ class Publisher(threading.Thread):
         lines: list[bytes],
         seconds: float,
         note: Callable[[str], None],
+        batch: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(name="chaos-publisher", daemon=True)
         self.bootstrap, self.topic, self.lines = bootstrap, topic, lines
+        self.batch = batch
+        """(partitions, events per record): publish each chunk as batch records."""
         self.pause = seconds * PUBLISH_CHUNK / max(1, len(lines))
         self.note = note
         self.halt = threading.Event()
@@ -118,11 +121,14 @@ class Publisher(threading.Thread):
 
     def send(self, chunk: list[bytes]) -> None:
         """Publish one chunk, trying again each second until the broker takes it."""
-        records = [(kafka_io.user_key(x), x, list[tuple[str, bytes]]()) for x in chunk]
+        keyed = [(kafka_io.user_key(x), x) for x in chunk]
+        if self.batch is not None:
+            keyed = records.group_by_partition(keyed, *self.batch)
+        outgoing = [(key, value, list[tuple[str, bytes]]()) for key, value in keyed]
         failures = 0
         while not self.halt.is_set():
             try:
-                asyncio.run(kafka_io.publish(self.bootstrap, self.topic, records))
+                asyncio.run(kafka_io.publish(self.bootstrap, self.topic, outgoing))
             except Exception as exc:
                 if not failures:
                     self.note(f"publishing fails ({type(exc).__name__}); trying every second")

@@ -17,9 +17,20 @@ from pipeline.settings import Settings
 @click.option("--kills", default=3, show_default=True, help="Times to kill -9 a worker.")
 @click.option("--seed", "rng_seed", type=int, default=None, help="Random seed (default: new).")
 @click.option("--timeout", default=600, show_default=True, help="Seconds the whole run may take.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 500),
+    default=None,
+    help="Publish batch records of up to N events (contract v1.1) instead of one per record.",
+)
 @click.pass_obj
 def chaos_command(
-    settings: Settings, events: int, kills: int, rng_seed: int | None, timeout: int
+    settings: Settings,
+    events: int,
+    kills: int,
+    rng_seed: int | None,
+    timeout: int,
+    batch: int | None,
 ) -> None:
     """Replay EVENTS through two workers while killing workers and restarting PostgreSQL and
     Kafka, then check the books. Runs on its own stack (temporary directory, free loopback
@@ -33,13 +44,16 @@ def chaos_command(
     if timeout < 30:
         raise click.BadParameter("must be at least 30", param_hint="--timeout")
     seed = rng_seed if rng_seed is not None else random.randrange(2**32)
-    click.echo(f"chaos: {events} events, {kills} kills, seed {seed}, timeout {timeout}s")
+    shape = f"batch records of up to {batch}" if batch else "one event per record"
+    click.echo(f"chaos: {events} events ({shape}), {kills} kills, seed {seed}, timeout {timeout}s")
     _stop_on_sigterm()
     # The drill reports what the broker outage did to publishing; the client's own retry
     # chatter would bury that.
     for name in ("aiokafka", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    report = chaos.run(settings, chaos.ChaosConfig(events, kills, seed, float(timeout)), click.echo)
+    report = chaos.run(
+        settings, chaos.ChaosConfig(events, kills, seed, float(timeout), batch=batch), click.echo
+    )
     click.echo("\nfaults injected:")
     for line in report.faults:
         click.echo(f"  {line}")

@@ -109,9 +109,14 @@ class Harness:
 
     def publish(self, events: list[dict[str, Any] | bytes]) -> None:
         lines = [e if isinstance(e, bytes) else json.dumps(e).encode() for e in events]
-        records = ((kafka_io.user_key(x), x, list[tuple[str, bytes]]()) for x in lines)
+        self.publish_records([(kafka_io.user_key(x), x) for x in lines])
+
+    def publish_records(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        """(key, value) records as they are, e.g. batch records."""
         asyncio.run(kafka_io.ensure_topic(self.bootstrap, self.usage_topic, 2))
-        asyncio.run(kafka_io.publish(self.bootstrap, self.usage_topic, records))
+        asyncio.run(
+            kafka_io.publish(self.bootstrap, self.usage_topic, ((k, v, []) for k, v in records))
+        )
 
     def read(self, topic: str) -> list[kafka_io.Record]:
         async def collect() -> list[kafka_io.Record]:

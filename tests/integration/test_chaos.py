@@ -1,7 +1,10 @@
 """The chaos drill, CI-sized: 3,000 events, two worker kills, one kill of one of the two
-workers of the group, one PostgreSQL restart and one Kafka restart, on a stack of its own."""
+workers of the group, one PostgreSQL restart and one Kafka restart, on a stack of its own;
+once with one event per record and once with batch records."""
 
 from __future__ import annotations
+
+import pytest
 
 from pipeline import chaos
 from pipeline.settings import Settings
@@ -9,8 +12,9 @@ from pipeline.settings import Settings
 TIMEOUT = 180.0
 
 
-def test_chaos_drill_keeps_the_books_exact() -> None:
-    config = chaos.ChaosConfig(events=3000, kills=2, seed=20240611, timeout=TIMEOUT)
+@pytest.mark.parametrize("batch", [None, 50], ids=["single-event records", "batch records"])
+def test_chaos_drill_keeps_the_books_exact(batch: int | None) -> None:
+    config = chaos.ChaosConfig(events=3000, kills=2, seed=20240611, timeout=TIMEOUT, batch=batch)
     report = chaos.run(Settings(), config, print)
     story = "\n".join(report.timeline)
     assert report.error is None, f"{report.error}\n{story}"

@@ -29,6 +29,7 @@ from pipeline.margins import MarginError, approve, propose
 from pipeline.movements import expire, reverse
 from pipeline.prices import PriceError, import_litellm, set_price
 from pipeline.reconcile import reconcile
+from pipeline.reference import ReferenceCache
 from tests.integration.pipeline_harness import make_event
 
 pytestmark = pytest.mark.integration
@@ -77,7 +78,7 @@ def new_user(db: str, credits: int = 0, expires_at: datetime | None = None) -> u
     return uuid.UUID(str(user))
 
 
-def book(db: str, *events: dict[str, Any]) -> None:
+def book(db: str, *events: dict[str, Any], reference: ReferenceCache | None = None) -> None:
     async def go() -> None:
         async def nothing(plan: Any) -> None:
             return None
@@ -85,7 +86,7 @@ def book(db: str, *events: dict[str, Any]) -> None:
         now = datetime.now(UTC)
         decoded = [decode(json.dumps(e).encode(), now, timedelta(minutes=5)) for e in events]
         async with await psycopg.AsyncConnection.connect(db) as conn:
-            await book_batch(conn, decoded, D("0.001"), 0, nothing)
+            await book_batch(conn, decoded, D("0.001"), 0, nothing, reference=reference)
 
     asyncio.run(go())
 
@@ -424,3 +425,42 @@ def test_reconcile_catches_tampering(db: str, kafka_bootstrap: str) -> None:
     assert "balance_equals_ledger_sum" in proc.stdout
     assert str(user) in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_cached_reference_data_prices_the_very_next_batch_after_a_change(db: str) -> None:
+    user = new_user(db, credits=100_000)
+    cache = ReferenceCache()
+    first, second, third, fourth = (make_event(user) for _ in range(4))
+
+    def charged(event: dict[str, Any]) -> tuple[Decimal, Decimal, int]:
+        [row] = rows(
+            db,
+            "SELECT vendor_cost, margin_multiplier, credits_deducted FROM token_usage_ledger "
+            "WHERE request_id = %s",
+            event["request_id"],
+        )
+        return row
+
+    book(db, first, reference=cache)
+    book(db, second, reference=cache)
+    assert cache.loads == 1  # nothing changed: the second batch used the cached rows
+    assert charged(first) == charged(second) == (D("0.035"), D("1.50"), 53)
+
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "UPDATE model_provider_pricing SET input_price_per_1k = 0.010 "
+            "WHERE model_name = 'gpt-4o' AND provider_id = "
+            "(SELECT id FROM providers WHERE api_type = 'openai')"
+        )
+    book(db, third, reference=cache)
+    assert cache.loads == 2
+    assert charged(third) == (D("0.040"), D("1.50"), 60)  # 1k x 0.010 + 2k x 0.015
+
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "UPDATE pricing_configs SET margin_multiplier = 2.0 "
+            "WHERE scope_type = 'tier' AND subscription_tier = 'pro'"
+        )
+    book(db, fourth, reference=cache)
+    assert cache.loads == 3
+    assert charged(fourth) == (D("0.040"), D("2.00"), 80)

@@ -5,6 +5,7 @@ One worker serves the module (each test uses its own users); the crash test runs
 
 from __future__ import annotations
 
+import json
 import signal
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -107,6 +108,33 @@ def test_seed_deduction_charges_the_price_table_cost(harness: Harness) -> None:
     )
     assert (amount, before, after) == (-53, 1000, 947)
     assert balance(harness, user) == 947
+    assert_books_clean(harness, user)
+
+
+def test_a_batch_record_books_each_event_and_dead_letters_a_bad_one_alone(
+    harness: Harness,
+) -> None:
+    user = new_user(harness, credits=1000)
+    good, other = make_event(user), make_event(user, input_tokens=2000)
+    bad = json.dumps(make_event(user, output_tokens=-1)).encode()
+    raw = [json.dumps(good).encode(), bad, json.dumps(other).encode()]
+    again = raw[0]  # a redelivery inside the same record
+    key = str(user).encode()
+    record = b"[" + b",\n ".join([*raw, again]) + b"]"
+    broken = b'[{"request_id": "' + str(uuid.uuid4()).encode()
+    harness.publish_records([(key, record), (key, broken)])
+    harness.wait_booked([good["request_id"], other["request_id"]])
+
+    def ours() -> list[Any] | None:
+        found = [x for x in harness.dead_letters() if x.value in (bad, broken)]
+        return found if len(found) == 2 else None
+
+    letters = wait_for(ours, what="the bad event and the broken record in the dead-letter topic")
+    by_value = {x.value: x for x in letters}
+    assert by_value[bad].reason == "schema_violation" and by_value[bad].source_index == 1
+    assert by_value[broken].reason == "malformed_json" and by_value[broken].source_index is None
+    assert by_value[bad].source_offset == by_value[broken].source_offset - 1
+    assert balance(harness, user) == 1000 - 53 - 60  # 0.035 and 0.040 USD at pro's 1.5
     assert_books_clean(harness, user)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from aiokafka.partitioner import murmur2
 from pydantic import Field, TypeAdapter, ValidationError
@@ -32,6 +32,26 @@ _BATCH: TypeAdapter[list[UsageEvent]] = TypeAdapter(
 )
 _WHITESPACE = b" \t\r\n"
 _SCANNER = json.JSONDecoder()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a record value (contract v1.1), as shipped in
+    `schemas/usage-record.v1.1.json`: one v1 event, or a batch record of them."""
+    event = {"$ref": "usage-event.v1.json"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "usage-record.v1.1.json",
+        "title": "Usage record v1.1",
+        "description": (
+            "The value of a usage.events record: one contract-v1 event, or a batch record "
+            f"of 1 to {BATCH_RECORD_MAX} of them whose user_ids hash to the record's "
+            "partition (Kafka's murmur2 of the user_id text)."
+        ),
+        "oneOf": [
+            event,
+            {"type": "array", "minItems": 1, "maxItems": BATCH_RECORD_MAX, "items": event},
+        ],
+    }
 
 
 def is_batch(raw: bytes | None) -> bool:

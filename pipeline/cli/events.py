@@ -99,10 +99,17 @@ def replay(settings: Settings, reason: str | None) -> None:
 
 
 @click.command(name="schema")
-def schema_command() -> None:
-    """Print the JSON Schema of usage event contract v1 (schemas/usage-event.v1.json)."""
+@click.option(
+    "--record",
+    is_flag=True,
+    help="The schema of a record value (v1.1: one event or a batch record) instead.",
+)
+def schema_command(record: bool) -> None:
+    """Print the JSON Schema of usage event contract v1 (schemas/usage-event.v1.json), or
+    of a record value (schemas/usage-record.v1.1.json)."""
     import json
 
     from pipeline.events import json_schema
 
-    click.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
+    schema = records.json_schema() if record else json_schema()
+    click.echo(json.dumps(schema, indent=2, sort_keys=True))

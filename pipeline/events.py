@@ -163,7 +163,7 @@ def decode(raw: bytes | None, now: datetime, max_future_skew: timedelta) -> Deco
     try:
         event = UsageEvent.model_validate_json(raw)
     except ValidationError as exc:
-        return _rejection(exc)
+        return rejection(exc)
     return check_skew(event, now, max_future_skew)
 
 
@@ -178,7 +178,8 @@ def check_skew(event: UsageEvent, now: datetime, max_future_skew: timedelta) -> 
     return event
 
 
-def _rejection(exc: ValidationError) -> Rejection:
+def rejection(exc: ValidationError) -> Rejection:
+    """The rejection of an event pydantic refused (malformed JSON or a schema violation)."""
     errors = exc.errors(include_url=False)
     first = errors[0] if errors else None
     if first is not None and first["type"] == "json_invalid":

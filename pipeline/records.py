@@ -6,29 +6,50 @@ partition (producers group them with `group_by_partition`). Each event of a batc
 is decoded, priced, deduplicated and dead-lettered on its own; a record that is not
 valid JSON, or an array of the wrong length, is rejected as one record.
 
-Decoding never raises. A batch record is validated in one pass by pydantic (JSON parsed
-and checked in Rust); only when that fails is it split into its elements' own bytes, so
-that each element gets its own verdict and a bad one can be dead-lettered verbatim.
+Decoding never raises. A batch record is validated in one pydantic pass that gives each
+element its own verdict; only a record that is not a JSON array of the right length is
+split (into its elements' own bytes), and a rejected event's bytes are cut out of its
+record when it is dead-lettered.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from aiokafka.partitioner import murmur2
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import (
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 from pipeline.errors import Reason
-from pipeline.events import Decoded, Rejection, UsageEvent, check_skew, decode
+from pipeline.events import Decoded, Rejection, UsageEvent, check_skew, decode, rejection
 
 BATCH_RECORD_MAX = 500
 """Events one batch record may carry."""
 
-_BATCH: TypeAdapter[list[UsageEvent]] = TypeAdapter(
-    Annotated[list[UsageEvent], Field(min_length=1, max_length=BATCH_RECORD_MAX)]
+
+def _each_alone(value: Any, handler: ValidatorFunctionWrapHandler) -> UsageEvent | Rejection:
+    """One element's own verdict, so that one bad event does not fail its record."""
+    try:
+        event: UsageEvent = handler(value)
+    except ValidationError as exc:
+        return rejection(exc)
+    return event
+
+
+_BATCH: TypeAdapter[list[UsageEvent | Rejection]] = TypeAdapter(
+    Annotated[
+        list[Annotated[UsageEvent, WrapValidator(_each_alone)]],
+        Field(min_length=1, max_length=BATCH_RECORD_MAX),
+    ]
 )
 _WHITESPACE = b" \t\r\n"
 _SCANNER = json.JSONDecoder()
@@ -70,10 +91,13 @@ def decode_record(raw: bytes | None, now: datetime, max_future_skew: timedelta) 
         return [(None, decode(raw, now, max_future_skew))]
     assert raw is not None
     try:
-        events = _BATCH.validate_json(raw)
-    except ValidationError:
+        items = _BATCH.validate_json(raw)
+    except ValidationError:  # not JSON, not an array, or of the wrong length
         return _decode_elements(raw, now, max_future_skew)
-    return [(i, check_skew(e, now, max_future_skew)) for i, e in enumerate(events)]
+    return [
+        (i, item if isinstance(item, Rejection) else check_skew(item, now, max_future_skew))
+        for i, item in enumerate(items)
+    ]
 
 
 def _decode_elements(raw: bytes, now: datetime, max_future_skew: timedelta) -> list[Item]:
@@ -87,8 +111,10 @@ def _decode_elements(raw: bytes, now: datetime, max_future_skew: timedelta) -> l
     return [(i, decode(e, now, max_future_skew)) for i, e in enumerate(elements)]
 
 
-def split(raw: bytes) -> list[bytes]:
-    """The elements of a JSON array, each as its own original bytes.
+@functools.lru_cache(maxsize=8)
+def split(raw: bytes) -> tuple[bytes, ...]:
+    """The elements of a JSON array, each as its own original bytes (the last few records
+    split are remembered: each rejected event of a record needs its bytes twice).
 
     Raises ValueError (a `JSONDecodeError` or `UnicodeDecodeError`) if `raw` is not a
     JSON array.
@@ -118,10 +144,10 @@ def _skip(text: str, pos: int) -> int:
     return pos
 
 
-def _end(text: str, pos: int, elements: list[bytes]) -> list[bytes]:
+def _end(text: str, pos: int, elements: list[bytes]) -> tuple[bytes, ...]:
     if _skip(text, pos) != len(text):
         raise json.JSONDecodeError("extra data after the array", text, pos)
-    return elements
+    return tuple(elements)
 
 
 def element(raw: bytes | None, index: int | None) -> bytes | None:

@@ -91,8 +91,8 @@ def test_a_malformed_batch_record_is_one_rejection(raw, reason):
 
 def test_split_keeps_each_elements_original_bytes():
     raws = [event(region="café"), b'{"a": [1, {"b": "]"}]}', b'"x,y"']
-    assert split(array(*raws)) == raws
-    assert split(b" [ ] ") == []
+    assert split(array(*raws)) == tuple(raws)
+    assert split(b" [ ] ") == ()
     with pytest.raises(ValueError):
         split(b"{}")
 

@@ -1,6 +1,7 @@
 """The Faust app: topics, the usage agent and the alert publisher, built from settings.
 
-The agent is a thin shell: take a batch, hand it to `pipeline.consume.Booker`, record
+The agent is a thin shell: take a batch of records, hand its events to
+`pipeline.consume.Booker` a transaction's worth at a time, record
 what it did in `pipeline.metrics` (served on the web port at `/metrics`), and let
 Faust acknowledge the offsets only once the batch is committed in PostgreSQL. A batch
 that cannot be committed must never be acknowledged, so on any failure to book it the
@@ -27,6 +28,7 @@ from agents.live import install_live_view
 from pipeline import heap, logs
 from pipeline.consume import BatchResult, Booker, BookingConfig
 from pipeline.dlq import SourceMessage
+from pipeline.events import Decoded
 from pipeline.metrics import CONTENT_TYPE, consumer_lag, new_metrics, observe_batch, set_lag
 from pipeline.movements import expire
 from pipeline.offsets import Gap
@@ -125,16 +127,15 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         await pool.open(wait=False)
         heap.spare_startup_heap()
         async for taken in takes(settings, stream):
-            records = [_source(e) for e in taken]
-            started = time.monotonic()
-            result = await _book_or_die(booker, records)
-            if result.gaps:
-                await _rewind_and_die(app, result.gaps)
-            events = result.events
-            observe_batch(metrics, result, events, time.monotonic() - started, time.time())
-            logs.log_rejected(log, result, events)
-            if live is not None:
-                live.record(result, events)
+            for events, decoded in booker.chunks([_source(e) for e in taken]):
+                started = time.monotonic()
+                result = await _book_or_die(booker, events, decoded)
+                if result.gaps:
+                    await _rewind_and_die(app, result.gaps)
+                observe_batch(metrics, result, events, time.monotonic() - started, time.time())
+                logs.log_rejected(log, result, events)
+                if live is not None:
+                    live.record(result, events)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def flush_alerts() -> None:
@@ -193,9 +194,11 @@ def _expire_now(database_url: str) -> int:
         return expire(conn, datetime.now(UTC))
 
 
-async def _book_or_die(booker: Booker, messages: Sequence[SourceMessage]) -> BatchResult:
+async def _book_or_die(
+    booker: Booker, messages: list[SourceMessage], decoded: list[Decoded]
+) -> BatchResult:
     """Book the batch; if that cannot happen, exit before Faust acknowledges it."""
-    task = asyncio.ensure_future(booker.handle(messages))
+    task = asyncio.ensure_future(booker.book(messages, decoded))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

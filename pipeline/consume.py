@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -54,6 +54,11 @@ RETRIABLE_DB_ERRORS = (
 )
 
 
+Chunk = tuple[list[SourceMessage], list[Decoded]]
+"""One transaction's events: a message each (a batch record's events carry their index)
+and its decoded event or rejection."""
+
+
 class BatchNotBooked(Exception):
     """The worker is stopping before the batch could be committed."""
 
@@ -83,9 +88,6 @@ class BatchResult:
     plans: list[BatchPlan] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     """Skipped records found instead of booking: the caller must rewind and restart."""
-    events: list[SourceMessage] = field(default_factory=list)
-    """One per event, in order (a batch record's events carry their index); the plans
-    cover consecutive slices of it."""
 
 
 class Booker:
@@ -104,16 +106,31 @@ class Booker:
         self.stopping = asyncio.Event()
         self.reference = ReferenceCache()
 
-    async def handle(self, records: Sequence[SourceMessage]) -> BatchResult:
-        """Book the events of `records` in transactions of at most `max_events`."""
-        with timed(self.clock, "decode"):
-            events, decoded = unpack(records, datetime.now(UTC), self.config.max_future_skew)
-        result = BatchResult(events=events)
+    def chunks(self, records: Sequence[SourceMessage]) -> Iterator[Chunk]:
+        """The events of `records` in chunks of at most `max_events` (one transaction
+        each), decoded a chunk at a time: a take of batch records is never all decoded in
+        memory at once."""
+        now = datetime.now(UTC)
         size = self.config.max_events
-        for start in range(0, len(events), size):
-            await self._book(events[start : start + size], decoded[start : start + size], result)
-            if result.gaps:
-                break
+        events: list[SourceMessage] = []
+        decoded: list[Decoded] = []
+        unread = iter(records)
+        while True:
+            with timed(self.clock, "decode"):
+                for record in unread:
+                    unpack(record, now, self.config.max_future_skew, events, decoded)
+                    if len(events) >= size:
+                        break
+            if not events:
+                return
+            yield events[:size], decoded[:size]
+            del events[:size], decoded[:size]
+
+    async def book(self, events: list[SourceMessage], decoded: list[Decoded]) -> BatchResult:
+        """Book one chunk; returns only once it is committed (or found to follow skipped
+        records, see `BatchResult.gaps`)."""
+        result = BatchResult()
+        await self._book(events, decoded, result)
         if any(p.alerts for p in result.plans):
             await self.publish_alerts()
         return result
@@ -226,17 +243,17 @@ class KafkaSendError(Exception):
 
 
 def unpack(
-    records: Sequence[SourceMessage], now: datetime, max_future_skew: timedelta
-) -> tuple[list[SourceMessage], list[Decoded]]:
-    """One message and one decoded item per event; a batch record's events share its
-    record, each with its index."""
-    events: list[SourceMessage] = []
-    decoded: list[Decoded] = []
-    for record in records:
-        for index, item in decode_record(record.value, now, max_future_skew):
-            events.append(record if index is None else record._replace(batch_index=index))
-            decoded.append(item)
-    return events, decoded
+    record: SourceMessage,
+    now: datetime,
+    max_future_skew: timedelta,
+    events: list[SourceMessage],
+    decoded: list[Decoded],
+) -> None:
+    """Append a message and a decoded item per event of `record`; a batch record's events
+    share its record, each with its index."""
+    for index, item in decode_record(record.value, now, max_future_skew):
+        events.append(record if index is None else record._replace(batch_index=index))
+        decoded.append(item)
 
 
 def _tally(plan: BatchPlan, result: BatchResult) -> None:

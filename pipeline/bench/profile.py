@@ -62,7 +62,8 @@ async def _book_all(
             records = _records(stream, settings.topic_partitions)
             size = settings.batch_max_events
             for start in range(0, len(records), size):
-                await booker.handle(records[start : start + size])
+                for events, decoded in booker.chunks(records[start : start + size]):
+                    await booker.book(events, decoded)
     finally:
         await producer.stop()
     return clock

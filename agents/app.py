@@ -40,7 +40,6 @@ EXIT_BATCH_NOT_BOOKED = 70
 SHUTDOWN_GRACE_SECONDS = 30.0
 LAG_INTERVAL_SECONDS = 5.0
 FETCH_BYTES_PER_PARTITION = 8 * 1024 * 1024
-STREAM_BUFFER_EVENTS = 16_384
 
 
 def new_app(settings: Settings, bootstrap: str) -> tuple[faust.App, faust.TopicT]:
@@ -64,7 +63,7 @@ def new_app(settings: Settings, bootstrap: str) -> tuple[faust.App, faust.TopicT
         # Faust's default 1 MiB per partition per fetch caps a worker near 4.7k events/s
         # here; 8 MiB lets the fetcher keep ahead of the books (docs/benchmarks.md).
         consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
-        stream_buffer_maxsize=STREAM_BUFFER_EVENTS,
+        stream_buffer_maxsize=settings.stream_buffer_records,
         logging_config=logs.logging_config(settings.log_format),
     )
     usage = app.topic(

@@ -53,7 +53,15 @@ class Settings(BaseSettings):
     """MAX_FUTURE_SKEW_SECONDS: how far in the future `started_at` may lie."""
 
     batch_max_events: int = Field(default=2000, ge=1, validation_alias="BATCH_MAX_EVENTS")
-    """BATCH_MAX_EVENTS: most events committed in one database transaction."""
+    """BATCH_MAX_EVENTS: most records in one take, and most events committed in one
+    database transaction."""
+
+    stream_buffer_records: int = Field(
+        default=16_384, ge=1, validation_alias="STREAM_BUFFER_RECORDS"
+    )
+    """STREAM_BUFFER_RECORDS: records the worker buffers ahead of its takes. It bounds the
+    worker's memory: about this many times the size of a record (single events: ~6 MiB;
+    full 500-event batch records of ~200 KB: ~3 GiB, so lower it for those)."""
 
     batch_max_wait_ms: int = Field(default=50, ge=1, validation_alias="BATCH_MAX_WAIT_MS")
     """BATCH_MAX_WAIT_MS: longest wait to fill a batch before committing it."""

@@ -22,6 +22,7 @@ import faust
 from faust.worker import Worker
 
 from agents.app import new_app, takes
+from pipeline import heap
 from pipeline.settings import Settings
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str]) -> None:
     @app.agent(usage)
     async def floor(stream: faust.StreamT[bytes]) -> None:
         nonlocal records, first
+        heap.spare_startup_heap()  # as the worker does
         async for taken in takes(settings, stream):
             now = time.time()
             first = first or now

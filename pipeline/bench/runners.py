@@ -213,17 +213,33 @@ def run_floor(ctx: Context, topic: str, stream: Stream) -> RunnerResult:
     if process.returncode != 0 or not out.exists():
         raise BenchFailed(f"the Faust floor exited with {process.returncode}; see its log")
     seen = json.loads(out.read_text())
-    first, last = seen["first_receipt"], seen["last_receipt"]
-    span = last - first if last > first else None
+    return _read_only(
+        "faust_floor", stream, seen["records"], seen["first_receipt"], seen["last_receipt"],
+        sampler,
+    )  # fmt: skip
+
+
+def _read_only(
+    name: str,
+    stream: Stream,
+    records: int,
+    first: float | None,
+    last: float | None,
+    sampler: measure.ProcessSampler,
+    latency: dict[str, float | None] | None = None,
+) -> RunnerResult:
+    """A runner that reads without booking, timed from `first` to `last` (epoch s)."""
+    span = last - first if first is not None and last is not None and last > first else None
     cpu, _ = sampler.cpu_between(first, last)
     return RunnerResult(
-        runner="faust_floor",
-        events=stream.unique_valid if seen["records"] == len(stream.lines) else 0,
+        runner=name,
+        events=stream.unique_valid if records == len(stream.lines) else 0,
         seconds=span,
         throughput_eps=stats.rate(stream.unique_valid, span),
         books_exact=None,
         cpu_seconds=cpu,
         peak_rss_mib=sampler.peak_kib / 1024 if sampler.peak_kib else None,
+        latency=latency,
     )
 
 
@@ -289,19 +305,10 @@ def run_bare(ctx: Context, topic: str, stream: Stream) -> RunnerResult:
     """(d) read and commit, nothing else. Timed from the partitions' assignment (its first
     fetch starts then; a whole topic may arrive in one batch) to the last batch."""
     out, sampler = _consumer(ctx, "bare", topic, None)
-    first, last = out["assigned"], out["last_receipt"]
-    span = last - first if first is not None and last is not None else None
-    cpu, _ = sampler.cpu_between(first, last)
-    return RunnerResult(
-        runner="bare",
-        events=stream.unique_valid if out["records"] == len(stream.lines) else 0,
-        seconds=span,
-        throughput_eps=stats.rate(stream.unique_valid, span),
-        books_exact=None,
-        cpu_seconds=cpu,
-        peak_rss_mib=sampler.peak_kib / 1024 if sampler.peak_kib else None,
-        latency=out["receipt_latency"],
-    )
+    return _read_only(
+        "bare", stream, out["records"], out["assigned"], out["last_receipt"], sampler,
+        out["receipt_latency"],
+    )  # fmt: skip
 
 
 _USAGE = (

@@ -17,24 +17,10 @@ from pipeline.records import (
     partition_of,
     split,
 )
+from tests.unit.test_events import event
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 SKEW = timedelta(minutes=5)
-
-
-def event(**over):
-    base = {
-        "request_id": str(uuid4()),
-        "user_id": str(uuid4()),
-        "provider": "openai",
-        "model": "gpt-4o",
-        "input_tokens": 1000,
-        "output_tokens": 2000,
-        "started_at": "2026-11-25T11:59:00+00:00",
-        "completed_at": "2026-11-25T11:59:02.500+00:00",
-    }
-    base.update(over)
-    return json.dumps(base).encode()
 
 
 def array(*events: bytes) -> bytes:
@@ -54,9 +40,8 @@ def test_a_batch_record_yields_each_event_in_order_with_its_index():
 
 
 def test_a_batch_event_decodes_exactly_as_the_same_event_alone():
-    fields = json.loads(event(usage={"prompt_tokens": 10, "completion_tokens": 5}))
-    del fields["input_tokens"], fields["output_tokens"]
-    raw = json.dumps(fields).encode()
+    usage = {"prompt_tokens": 10, "completion_tokens": 5}
+    raw = event(usage=usage, input_tokens=None, output_tokens=None)
     alone = decode(raw, NOW, SKEW)
     [(_, batched)] = decode_record(array(raw), NOW, SKEW)
     assert isinstance(alone, UsageEvent) and batched == alone

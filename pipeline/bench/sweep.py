@@ -46,6 +46,10 @@ class SweepPoint:
     seconds: float | None
     workers: int = 1
     record_shape: Shape = "single"
+    booked_share: float | None = None
+    """Publish span / commit span of the point's events: 1.0 when the worker books them
+    as fast as they are offered (rates of records would mix in the redeliveries and
+    malformed records, which are never booked)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +133,7 @@ def rate_sweep(
                     seconds=timing.span,
                     workers=workers,
                     record_shape=shape,
+                    booked_share=stats.ratio(published.seconds, timing.span),
                 )
                 points.append(point)
                 ctx.progress(_describe(point))

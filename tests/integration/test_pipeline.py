@@ -138,6 +138,48 @@ def test_a_batch_record_books_each_event_and_dead_letters_a_bad_one_alone(
     assert_books_clean(harness, user)
 
 
+def test_publish_batch_writes_batch_records_by_partition_that_book_like_single_ones(
+    harness: Harness, tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.records import partition_of, split
+
+    users = [new_user(harness, credits=10_000) for _ in range(3)]
+    events = [make_event(users[i % 3]) for i in range(10)]
+    source = tmp_path / "events.jsonl"
+    source.write_text("".join(json.dumps(e) + "\n" for e in events) + "{not json\n")
+    env = {"DATABASE_URL": harness.database_url, "KAFKA_BOOTSTRAP_SERVERS": harness.bootstrap}
+    topic = f"{harness.usage_topic}.cli"
+    done = CliRunner().invoke(
+        main, ["publish", str(source), "--topic", topic, "--batch", "3"], env=env
+    )
+    assert done.exit_code == 1, done.output  # the topic must exist first: one line, no trace
+    assert done.output.strip().splitlines()[-1] == f"Error: topic {topic} does not exist"
+    done = CliRunner().invoke(
+        main, ["publish", str(source), "--topic", harness.usage_topic, "--batch", "3"], env=env
+    )
+    assert done.exit_code == 0, done.output
+    harness.wait_booked([e["request_id"] for e in events])
+    ours = {e["request_id"] for e in events}
+    mine: list[dict[str, Any]] = []
+    for record in harness.read(harness.usage_topic):
+        if not (record.value or b"").startswith(b"["):
+            continue
+        try:
+            group = [json.loads(x) for x in split(record.value or b"")]
+        except ValueError:  # another test's broken batch record
+            continue
+        if {e["request_id"] for e in group} <= ours:
+            assert 1 <= len(group) <= 3
+            assert {partition_of(e["user_id"].encode(), 2) for e in group} == {record.partition}
+            mine += group
+    assert sorted(e["request_id"] for e in mine) == sorted(ours)
+    assert sum(balance(harness, u) for u in users) == 3 * 10_000 - 10 * 53
+    assert_books_clean(harness, *users)
+
+
 def test_byok_user_is_recorded_but_not_charged(harness: Harness) -> None:
     user = new_user(harness, credits=1000, tier=None, byok=True)
     event = make_event(user)

@@ -168,6 +168,7 @@ def _run(pipeline: float, floor: float, copy: float, p99_at_1k: float) -> dict:
             "offered_eps": offered,
             "publish_eps": offered or 40_000.0,
             "throughput_eps": booked,
+            "booked_share": booked / offered if offered else None,
             "books_exact": True,
             "latency": {"p50_ms": p99 / 4, "p95_ms": p99 / 2, "p99_ms": p99},
         }

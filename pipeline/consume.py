@@ -118,7 +118,7 @@ class Booker:
         while True:
             with timed(self.clock, "decode"):
                 for record in unread:
-                    unpack(record, now, self.config.max_future_skew, events, decoded)
+                    _unpack(record, now, self.config.max_future_skew, events, decoded)
                     if len(events) >= size:
                         break
             if not events:
@@ -242,7 +242,7 @@ class KafkaSendError(Exception):
     """A dead-letter record could not be published; the batch is retried."""
 
 
-def unpack(
+def _unpack(
     record: SourceMessage,
     now: datetime,
     max_future_skew: timedelta,

@@ -47,11 +47,6 @@ def spending_order(sources: list[Source], now: datetime) -> list[Source]:
     )
 
 
-def take_credits(sources: list[Source], credits: int, now: datetime) -> SourcePlan:
-    """Take `credits` from the sources in spending order; the rest is overdraft."""
-    return Wallet(sources, now).take(credits)
-
-
 class Wallet:
     """One user's usable sources in spending order, spent down take by take.
 

@@ -4,7 +4,7 @@ from uuid import uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.deduction import AlertKind, Source, crossings, spending_order, take_credits
+from pipeline.deduction import AlertKind, Source, Wallet, crossings, spending_order
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -27,7 +27,7 @@ def test_soonest_expiring_first_then_no_expiry_oldest_first():
 
 def test_take_spans_sources_and_overdraws_the_rest():
     a, b = src(5, 1), src(7, None)
-    plan = take_credits([b, a], 20, NOW)
+    plan = Wallet([b, a], NOW).take(20)
     assert [(t.source_id, t.credits) for t in plan.takes] == [(a.id, 5), (b.id, 7)]
     assert plan.overdraft == 8
 
@@ -45,7 +45,7 @@ sources_st = st.lists(
 
 @given(sources_st, st.integers(0, 5000))
 def test_takes_never_exceed_sources_or_touch_expired_ones(sources, credits):
-    plan = take_credits(sources, credits, NOW)
+    plan = Wallet(sources, NOW).take(credits)
     by_id = {s.id: s for s in sources}
     assert sum(t.credits for t in plan.takes) + plan.overdraft == credits
     for take in plan.takes:
@@ -62,3 +62,13 @@ def test_crossings_fire_once_per_mark():
     assert crossings(900, 0, 1000) == [AlertKind.EXHAUSTED]
     assert crossings(1500, -5, 1000) == [AlertKind.LOW_BALANCE, AlertKind.EXHAUSTED]
     assert crossings(-5, -10, 1000) == []
+
+
+def test_a_wallet_spends_on_across_takes_and_records_the_new_amounts():
+    a, b = src(5, 1), src(7, None)
+    wallet = Wallet([b, a], NOW)
+    first, second = wallet.take(4), wallet.take(4)
+    assert [(t.source_id, t.credits) for t in first.takes] == [(a.id, 4)]
+    assert [(t.source_id, t.credits) for t in second.takes] == [(a.id, 1), (b.id, 3)]
+    assert wallet.changed == {a.id: 0, b.id: 4}
+    assert wallet.take(10).overdraft == 6 and wallet.changed == {a.id: 0, b.id: 0}

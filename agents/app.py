@@ -40,6 +40,7 @@ EXIT_BATCH_NOT_BOOKED = 70
 SHUTDOWN_GRACE_SECONDS = 30.0
 LAG_INTERVAL_SECONDS = 5.0
 FETCH_BYTES_PER_PARTITION = 8 * 1024 * 1024
+METADATA_MAX_AGE_MS = 10_000
 
 
 def new_app(settings: Settings, bootstrap: str) -> tuple[faust.App, faust.TopicT]:
@@ -63,6 +64,10 @@ def new_app(settings: Settings, bootstrap: str) -> tuple[faust.App, faust.TopicT
         # Faust's default 1 MiB per partition per fetch caps a worker near 4.7k events/s
         # here; 8 MiB lets the fetcher keep ahead of the books (docs/benchmarks.md).
         consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
+        # A worker that joins while the broker restarts can find the usage topic missing
+        # from its metadata ("Ignoring missing topic") and then idles until the next
+        # metadata refresh: aiokafka's default of 5 minutes stalled a chaos drill for 150 s.
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         stream_buffer_maxsize=settings.stream_buffer_records,
         logging_config=logs.logging_config(settings.log_format),
     )

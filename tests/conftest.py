@@ -26,7 +26,6 @@ import atexit
 import shutil
 import signal
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,10 +36,10 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from psycopg import errors, sql
-from psycopg.conninfo import make_conninfo
+from psycopg import sql
 
 from pipeline import devstack
+from pipeline.devstack import postgres
 from pipeline.devstack.ports import free_port
 from pipeline.settings import Settings
 
@@ -107,21 +106,7 @@ def kafka_bootstrap(stack: TestStack) -> str:
 
 
 def _create_database(admin_url: str, name: str, template: str | None = None) -> str:
-    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-    if template is not None:
-        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-    deadline = time.monotonic() + 10
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        while True:
-            try:
-                conn.execute(statement)
-                break
-            except errors.ObjectInUse:
-                # Copying a template needs it idle; autovacuum may be visiting it.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-    return make_conninfo(admin_url, dbname=name)
+    return postgres.create_database(admin_url, name, template, timeout=10)
 
 
 def _drop_database(admin_url: str, name: str) -> None:

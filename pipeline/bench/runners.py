@@ -33,6 +33,7 @@ from pipeline.bench.publish import Published, first_publish_ms, publish
 from pipeline.bench.stack import BenchStack
 from pipeline.bench.stream import Stream, as_batch_records
 from pipeline.devstack.ports import free_port
+from pipeline.devstack.waiting import wait_until
 
 POLL_SECONDS = 0.25
 STOP_SECONDS = 30.0
@@ -143,14 +144,15 @@ def wait_rows(
     what: str,
 ) -> None:
     """Wait until the ledger has `rows` rows; fail if a process dies or time runs out."""
-    deadline = time.monotonic() + ctx.deadline_seconds
-    while measure.ledger_rows(database) < rows:
+
+    def booked() -> bool:
         for process in processes:
             if process.poll() is not None:
                 raise BenchFailed(f"{what} exited with {process.returncode}; see its log")
-        if time.monotonic() > deadline:
-            raise BenchFailed(f"{what} did not book {rows} events in {ctx.deadline_seconds:.0f}s")
-        time.sleep(POLL_SECONDS)
+        return measure.ledger_rows(database) >= rows
+
+    if not wait_until(booked, ctx.deadline_seconds, POLL_SECONDS):
+        raise BenchFailed(f"{what} did not book {rows} events in {ctx.deadline_seconds:.0f}s")
 
 
 def run_pipeline(

@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pipeline import demo, devstack, migrations, prices, seed
@@ -46,20 +45,7 @@ class BenchStack:
 
     def database(self, name: str) -> str:
         """A fresh copy of the template database named `name`; its conninfo."""
-        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(TEMPLATE)
-        )
-        deadline = time.monotonic() + 30
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            while True:
-                try:
-                    conn.execute(statement)
-                    break
-                except errors.ObjectInUse:  # autovacuum visiting the template
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-        return make_conninfo(self.admin_url, dbname=name)
+        return postgres.create_database(self.admin_url, name, TEMPLATE)
 
     def drop(self, name: str) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:

@@ -15,7 +15,7 @@ from pipeline.cli.bench_queries import queries
 from pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CATALOG = REPO.parent / "shared" / "data" / "litellm-model-prices-1.110.2.json"
+DEFAULT_CATALOG = REPO / "data" / "litellm-model-prices-1.110.2.json"
 DEFAULT_OUT = REPO / "docs" / "benchmarks" / "stream.json"
 DEFAULT_DOC = REPO / "docs" / "benchmarks.md"
 DEFAULT_RATES = "1000,2500,5000,10000,max"

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import psycopg.errors
+from psycopg import sql
 
 from pipeline.devstack import process
 from pipeline.devstack.errors import StackError
@@ -39,6 +41,31 @@ class Postmaster:
     pid: int
     port: int | None
     status: str
+
+
+def create_database(
+    admin_url: str, name: str, template: str | None = None, timeout: float = 30.0
+) -> str:
+    """Create database `name` (a copy of `template` if given); its conninfo.
+
+    Copying a template needs it idle, and autovacuum may be visiting it: the copy is
+    tried again until `timeout` passes.
+    """
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+
+        def created() -> bool:
+            try:
+                conn.execute(statement)
+            except psycopg.errors.ObjectInUse:
+                return False
+            return True
+
+        if not wait_until(created, timeout):
+            raise StackError(f"template {template} stayed in use for {timeout:.0f}s")
+    return psycopg.conninfo.make_conninfo(admin_url, dbname=name)
 
 
 def parse_postmaster_pid(text: str) -> Postmaster | None:

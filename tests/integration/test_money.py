@@ -34,7 +34,7 @@ from tests.integration.pipeline_harness import make_event
 
 pytestmark = pytest.mark.integration
 
-CATALOG = Path(__file__).resolve().parents[3] / "shared/data/litellm-model-prices-1.110.2.json"
+CATALOG = Path(__file__).resolve().parents[2] / "data/litellm-model-prices-1.110.2.json"
 ADMIN = seed.ADMIN_USER_ID
 D = Decimal
 T1 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -50,7 +50,7 @@ def db(migrated_db: str) -> str:
 
 @pytest.fixture
 def catalog() -> Path:
-    assert CATALOG.is_file(), f"the shared price catalog is missing: {CATALOG}"
+    assert CATALOG.is_file(), f"the price catalog is missing: {CATALOG}"
     return CATALOG
 
 

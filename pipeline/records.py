@@ -171,15 +171,21 @@ def group_by_partition(
     events: Sequence[tuple[bytes | None, bytes]], partitions: int, size: int = BATCH_RECORD_MAX
 ) -> list[tuple[bytes | None, bytes]]:
     """(user key, event JSON) pairs -> (key, value) records: batch records of up to `size`
-    events whose keys hash to one partition, keyed by the first of them. An event without
-    a key (unparseable) stays a record of its own, as it was."""
+    events whose keys hash to one partition (`partition_groups`)."""
+    return batch_records(events, partition_groups([k for k, _ in events], partitions, size))
+
+
+def batch_records(
+    events: Sequence[tuple[bytes | None, bytes]], groups: Sequence[Sequence[int]]
+) -> list[tuple[bytes | None, bytes]]:
+    """One record per group of positions into `events`: a batch record keyed by its first
+    event's key, or, for an event without a key (unparseable), that event as it was."""
     records: list[tuple[bytes | None, bytes]] = []
-    for group in partition_groups([k for k, _ in events], partitions, size):
+    for group in groups:
         key, value = events[group[0]]
-        if key is None:
-            records.append((None, value))
-        else:
-            records.append((key, batch_value([events[i][1] for i in group])))
+        records.append(
+            (None, value) if key is None else (key, batch_value([events[i][1] for i in group]))
+        )
     return records
 
 

@@ -82,13 +82,10 @@ def as_batch_records(stream: Stream, partitions: int, size: int) -> Batched:
     """The stream's records grouped as `usage-pipeline publish --batch` would: by the
     partition of their user, up to `size` events each; a line that is not JSON stays a
     record of its own."""
-    keys = [user_key(line) for line in stream.lines]
-    groups = records.partition_groups(keys, partitions, size)
-    lines = [
-        stream.lines[g[0]] if len(g) == 1 else records.batch_value([stream.lines[i] for i in g])
-        for g in groups
-    ]
-    return Batched(lines, [stream.keys[g[0]] for g in groups], groups)
+    keyed = [(user_key(line), line) for line in stream.lines]
+    groups = records.partition_groups([key for key, _ in keyed], partitions, size)
+    batched = records.batch_records(keyed, groups)
+    return Batched([v for _, v in batched], [k for k, _ in batched], groups)
 
 
 def pick_models(entries: Sequence[CatalogEntry], seed: int = 1) -> tuple[BenchModel, ...]:

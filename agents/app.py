@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from agents.live import install_live_view
 from pipeline import heap, logs
-from pipeline.consume import BatchResult, Booker, BookingConfig
+from pipeline.consume import BatchResult, Booker, BookingConfig, lanes
 from pipeline.dlq import SourceMessage
 from pipeline.events import Decoded
 from pipeline.metrics import CONTENT_TYPE, consumer_lag, new_metrics, observe_batch, set_lag
@@ -98,7 +98,10 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
     ]
 
     live = install_live_view(app, usage) if settings.live_usage_view else None
-    pool = AsyncConnectionPool(database_url, open=False, min_size=1, max_size=4)
+    # A connection per lane, one for the alert outbox and one spare.
+    pool = AsyncConnectionPool(
+        database_url, open=False, min_size=1, max_size=settings.booking_lanes + 2
+    )
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: list[Any]) -> None:
         await app.producer.send_and_wait(topic, key, value, None, None, headers)
@@ -131,15 +134,19 @@ def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.A
         await pool.open(wait=False)
         heap.spare_startup_heap()
         async for taken in takes(settings, stream):
-            for events, decoded in booker.chunks([_source(e) for e in taken]):
-                started = time.monotonic()
-                result = await _book_or_die(booker, events, decoded)
-                if result.gaps:
-                    await _rewind_and_die(app, result.gaps)
-                observe_batch(metrics, result, events, time.monotonic() - started, time.time())
-                logs.log_rejected(log, result, events)
-                if live is not None:
-                    live.record(result, events)
+            records = [_source(e) for e in taken]
+            await asyncio.gather(*map(book_lane, lanes(records, settings.booking_lanes)))
+
+    async def book_lane(records: list[SourceMessage]) -> None:
+        for events, decoded in booker.chunks(records):
+            started = time.monotonic()
+            result = await _book_or_die(booker, events, decoded)
+            if result.gaps:
+                await _rewind_and_die(app, result.gaps)
+            observe_batch(metrics, result, events, time.monotonic() - started, time.time())
+            logs.log_rejected(log, result, events)
+            if live is not None:
+                live.record(result, events)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def flush_alerts() -> None:

@@ -1,7 +1,7 @@
 from datetime import timedelta
 from decimal import Decimal
 
-from pipeline.consume import Booker, BookingConfig
+from pipeline.consume import Booker, BookingConfig, lanes
 from pipeline.dlq import SourceMessage
 from pipeline.events import Rejection, UsageEvent
 from tests.unit.test_records import array, event
@@ -32,3 +32,37 @@ def test_a_batch_record_larger_than_a_chunk_is_spread_over_chunks() -> None:
     records = [SourceMessage("t", 1, 7, b"k", array(*[event() for _ in range(5)]))]
     chunks = list(booker(2).chunks(records))
     assert [[m.batch_index for m in events] for events, _ in chunks] == [[0, 1], [2, 3], [4]]
+
+
+def test_lanes_share_no_partition_keep_each_partitions_order_and_balance_bytes() -> None:
+    sizes = {0: 10, 1: 1, 2: 4, 3: 5, 4: 1}  # records per partition, interleaved below
+    records = [
+        SourceMessage("t", p, offset, b"k", b"[" + b"x" * 98)
+        for offset in range(10)
+        for p in sorted(sizes)
+        if offset < sizes[p]
+    ]
+    dealt = lanes(records, 2)
+    assert sorted(r for lane in dealt for r in lane) == sorted(records)
+    owners = {r.partition: i for i, lane in enumerate(dealt) for r in lane}
+    assert all(owners[r.partition] == i for i, lane in enumerate(dealt) for r in lane)
+    for lane in dealt:
+        for p in {r.partition for r in lane}:
+            assert [r.offset for r in lane if r.partition == p] == list(range(sizes[p]))
+    # Heaviest first to the lightest lane: {0} (10 records) and {3, 2, 1, 4} (11).
+    assert sorted(len(lane) for lane in dealt) == [10, 11]
+    assert [len(lane) for lane in lanes(records, 9)] == [10, 5, 4, 1, 1]
+    assert lanes(records, 1) == [records]
+    assert lanes([], 2) == []
+
+
+def test_lanes_weigh_batch_records_by_what_they_hold() -> None:
+    heavy = SourceMessage("t", 0, 0, b"k", b" [" + b"x" * 5000)
+    light = [SourceMessage("t", 1 + i, 0, b"k", b"x" * 100) for i in range(5)]
+    dealt = lanes([heavy, *light], 2)
+    assert dealt == [[heavy], light]
+
+
+def test_a_take_of_single_event_records_is_one_lane_as_it_came() -> None:
+    records = [SourceMessage("t", offset % 4, offset, b"k", b"{}") for offset in range(8)]
+    assert lanes(records, 2) == [records]

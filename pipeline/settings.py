@@ -1,7 +1,9 @@
 """Every setting of the pipeline, read once from the environment at the entry point.
 
 Nothing below the entry point reads ``os.environ``: build a ``Settings`` in the CLI (or a
-test) and pass it down.
+test) and pass it down. The servers' addresses are settings too: when the environment does
+not name them, `from_environment` takes them from the local stack's ``stack.env``, which
+`usage-pipeline dev up` writes into the state directory (and `dev down` removes).
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import PipelineError
+
+STACK_ENV = "stack.env"
+"""The local stack's DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS, in the state directory."""
 
 
 class Settings(BaseSettings):
@@ -94,3 +101,33 @@ class Settings(BaseSettings):
 
     log_format: Literal["text", "json"] = Field(default="text", validation_alias="LOG_FORMAT")
     """LOG_FORMAT: `text` (Faust's default) or `json`, one object per line with event context."""
+
+
+class AddressMissing(PipelineError):
+    """A server's address is set neither in the environment nor by a running local stack."""
+
+
+def from_environment() -> Settings:
+    """The settings of this process: its environment first, then the local stack's
+    addresses (``<USAGE_PIPELINE_STATE_DIR>/stack.env``) for what the environment leaves unset."""
+    return Settings(_env_file=Settings().state_dir / STACK_ENV)  # type: ignore[call-arg]
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL, or a one-line AddressMissing that says how to get one."""
+    if settings.database_url is None:
+        raise AddressMissing(
+            "DATABASE_URL is not set and no local stack is up: set it, "
+            "or start one with `usage-pipeline dev up`"
+        )
+    return settings.database_url
+
+
+def kafka_bootstrap(settings: Settings) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, or a one-line AddressMissing that says how to get one."""
+    if settings.kafka_bootstrap_servers is None:
+        raise AddressMissing(
+            "KAFKA_BOOTSTRAP_SERVERS is not set and no local stack is up: set it, "
+            "or start one with `usage-pipeline dev up`"
+        )
+    return settings.kafka_bootstrap_servers

@@ -1,6 +1,6 @@
 """Shared fixtures: the test session runs its own Kafka and PostgreSQL.
 
-The session starts both through `pipeline.devstack` in a temporary state directory on free
+The session starts both through `pipeline.ops.devstack` in a temporary state directory on free
 ports (the Maven cache stays the machine's, so a warm machine starts in seconds) and stops
 them at the end, also when tests fail or the run is interrupted. With DATABASE_URL set,
 that server replaces the embedded one. Each test gets its own database and topics.
@@ -38,9 +38,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipeline import devstack
-from pipeline.devstack import postgres
-from pipeline.devstack.ports import free_port
+from pipeline.ops import devstack
+from pipeline.ops.devstack import postgres
+from pipeline.ops.devstack.ports import free_port
 from pipeline.settings import Settings
 
 T = TypeVar("T")
@@ -132,7 +132,7 @@ def empty_db(pg_admin_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def _migrated_template(pg_admin_url: str) -> Iterator[str]:
-    from pipeline.migrations import migrate
+    from pipeline.schema.migrations import migrate
 
     name = _database_name("template")
     url = _create_database(pg_admin_url, name)

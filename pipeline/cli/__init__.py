@@ -7,13 +7,13 @@ import sys
 import click
 from pydantic import ValidationError
 
-from pipeline.settings import Settings
+from pipeline.settings import Settings, from_environment
 
 
 def load_settings() -> Settings:
     """Build the settings once, turning a bad environment into a one-line error."""
     try:
-        return Settings()
+        return from_environment()
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"])
@@ -28,24 +28,35 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import bench, books, chaos, db, demo, dev, events, money, plans, worker
+    from pipeline.cli import (
+        bench_commands,
+        chaos_commands,
+        db_commands,
+        demo_commands,
+        dev_commands,
+        event_commands,
+        ledger_commands,
+        money_commands,
+        plan_commands,
+        worker_commands,
+    )
 
-    main.add_command(dev.dev)
-    main.add_command(db.db)
-    main.add_command(worker.worker)
-    main.add_command(events.publish)
-    main.add_command(events.dlq_group)
-    main.add_command(events.schema_command)
-    main.add_command(demo.demo_command)
-    main.add_command(books.reconcile_command)
-    main.add_command(books.credits)
-    for command in plans.COMMANDS:
-        books.credits.add_command(command)
-    main.add_command(money.prices_group)
-    main.add_command(money.margins_group)
-    main.add_command(money.report_group)
-    main.add_command(bench.bench)
-    main.add_command(chaos.chaos_command)
+    main.add_command(dev_commands.dev)
+    main.add_command(db_commands.db)
+    main.add_command(worker_commands.worker)
+    main.add_command(event_commands.publish)
+    main.add_command(event_commands.dlq_group)
+    main.add_command(event_commands.schema_command)
+    main.add_command(demo_commands.demo_command)
+    main.add_command(ledger_commands.reconcile_command)
+    main.add_command(ledger_commands.credits)
+    for command in plan_commands.COMMANDS:
+        ledger_commands.credits.add_command(command)
+    main.add_command(money_commands.prices_group)
+    main.add_command(money_commands.margins_group)
+    main.add_command(money_commands.report_group)
+    main.add_command(bench_commands.bench)
+    main.add_command(chaos_commands.chaos_command)
 
 
 _register()

@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg
 
-from pipeline import dlq, kafka_io
-from pipeline.devstack.waiting import wait_until
+from pipeline.ops.devstack.waiting import wait_until
+from pipeline.stream import dlq, kafka_io
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Seeded random usage streams for the books tests, and an independent model of their price.
 
-`random_stream` takes unique valid events from `pipeline.sample` and mixes in what a real
+`random_stream` takes unique valid events from `pipeline.ops.demo.sample` and mixes in what a real
 gateway fleet sends: late events (started days ago), identical redeliveries, redeliveries
 in the other `usage` shape, conflicting duplicates (same id, different payload) and bad
 events of every kind; then cuts the stream into chunks to publish at different times. It
@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from pipeline import seed
-from pipeline.sample import DemoUser, generate
+from pipeline.ops.demo.sample import DemoUser, generate
+from pipeline.schema import seed
 
 USD_PER_CREDIT = Decimal("0.001")
 MAX_VENDOR_COST = Decimal("99.99999999")

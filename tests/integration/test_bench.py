@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench import plot
+from pipeline.ops.bench import plot
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from pipeline import seed
-from pipeline.bench.ledger_fill import FillError, fill_ledgers
-from pipeline.bench.queries import QUERIES, BenchQueryError, run_queries, time_reconcile
-from pipeline.cli.bench_queries import queries
-from pipeline.reconcile import reconcile
+from pipeline.cli.bench_query_commands import queries
+from pipeline.money.reconcile import reconcile
+from pipeline.ops.bench.ledger_fill import FillError, fill_ledgers
+from pipeline.ops.bench.queries import QUERIES, BenchQueryError, run_queries, time_reconcile
+from pipeline.schema import seed
 
 pytestmark = pytest.mark.integration
 

@@ -28,12 +28,12 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from pipeline import seed
-from pipeline.credits import CREDIT_TYPES, Grant, grant
-from pipeline.demo import setup_users
-from pipeline.movements import expire, reverse
-from pipeline.reconcile import reconcile
-from pipeline.sample import DemoUser
+from pipeline.money.credits import CREDIT_TYPES, Grant, grant
+from pipeline.money.movements import expire, reverse
+from pipeline.money.reconcile import reconcile
+from pipeline.ops.demo.sample import DemoUser
+from pipeline.ops.demo.users import setup_users
+from pipeline.schema import seed
 from tests.integration.pipeline_harness import Harness, wait_for
 from tests.integration.random_streams import RandomStream, expected_charge, random_stream
 

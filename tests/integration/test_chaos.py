@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import chaos
+from pipeline.ops.chaos import drill as chaos
 from pipeline.settings import Settings
 
 TIMEOUT = 180.0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline.sample import DEMO_USERS, MODELS
+from pipeline.ops.demo.sample import DEMO_USERS, MODELS
 from tests.integration.pipeline_harness import REPO, Harness
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pipeline import devstack
-from pipeline.devstack import kafka, process
-from pipeline.devstack.state import StackPaths
+from pipeline.ops import devstack
+from pipeline.ops.devstack import kafka, process
+from pipeline.ops.devstack.state import StackPaths
 from tests.conftest import TestStack
 
 pytestmark = pytest.mark.integration

@@ -20,16 +20,16 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from pipeline import seed
-from pipeline.books import book_batch
+from pipeline.books.reference import ReferenceCache
+from pipeline.books.transaction import book_batch
 from pipeline.cli import main
-from pipeline.credits import Grant, grant
-from pipeline.events import decode
-from pipeline.margins import MarginError, approve, propose
-from pipeline.movements import expire, reverse
-from pipeline.prices import PriceError, import_litellm, set_price
-from pipeline.reconcile import reconcile
-from pipeline.reference import ReferenceCache
+from pipeline.core.events import decode
+from pipeline.money.credits import Grant, grant
+from pipeline.money.margins import MarginError, approve, propose
+from pipeline.money.movements import expire, reverse
+from pipeline.money.prices import PriceError, import_litellm, set_price
+from pipeline.money.reconcile import reconcile
+from pipeline.schema import seed
 from tests.integration.pipeline_harness import make_event
 
 pytestmark = pytest.mark.integration

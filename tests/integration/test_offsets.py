@@ -1,4 +1,4 @@
-"""Records the consumer skipped are found, rewound to and booked (`pipeline.offsets`).
+"""Records the consumer skipped are found, rewound to and booked (`pipeline.books.offsets`).
 
 The skip is made the way faust-streaming makes it: the group's committed offset moves
 past records nobody booked. The worker must refuse the batch that starts past its
@@ -13,7 +13,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from agents.app import EXIT_BATCH_NOT_BOOKED
+from pipeline.stream.app import EXIT_BATCH_NOT_BOOKED
 from tests.integration.pipeline_harness import Harness, make_event, wait_for
 from tests.integration.test_pipeline import assert_books_clean, fresh_database, new_user
 

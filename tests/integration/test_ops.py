@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from pipeline import metrics
+from pipeline.stream import metrics
 from tests.integration.pipeline_harness import REPO, Harness, free_port, make_event, wait_for
 from tests.integration.test_pipeline import fresh_database, new_user
 

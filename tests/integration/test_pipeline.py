@@ -15,10 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from pipeline import migrations, seed
-from pipeline.credits import Grant, grant
-from pipeline.reconcile import reconcile
-from pipeline.sample import generate
+from pipeline.money.credits import Grant, grant
+from pipeline.money.reconcile import reconcile
+from pipeline.ops.demo.sample import generate
+from pipeline.schema import migrations, seed
 from tests.integration.pipeline_harness import Harness, make_event, wait_for
 
 pytestmark = pytest.mark.integration
@@ -144,7 +144,7 @@ def test_publish_batch_writes_batch_records_by_partition_that_book_like_single_o
     from click.testing import CliRunner
 
     from pipeline.cli import main
-    from pipeline.records import partition_of, split
+    from pipeline.core.records import partition_of, split
 
     users = [new_user(harness, credits=10_000) for _ in range(3)]
     events = [make_event(users[i % 3]) for i in range(10)]
@@ -406,8 +406,8 @@ def test_sigkill_mid_stream_loses_nothing_and_charges_nothing_twice(
         fresh_database(pg_admin_url), kafka_bootstrap, env_overrides={"BATCH_MAX_EVENTS": "100"}
     )
     with psycopg.connect(h.database_url) as conn:
-        from pipeline.demo import setup_users
-        from pipeline.sample import DEMO_USERS
+        from pipeline.ops.demo.sample import DEMO_USERS
+        from pipeline.ops.demo.users import setup_users
 
         setup_users(conn, DEMO_USERS, NOW)
     sample = generate(6000, NOW, seed=11, bad_rate=0.0)

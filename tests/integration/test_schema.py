@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 from psycopg import errors, sql
 
-from pipeline.cli.db import db
-from pipeline.migrations import MigrationError, MigrationState, migrate, rollback, status
+from pipeline.cli.db_commands import db
+from pipeline.schema.migrations import MigrationError, MigrationState, migrate, rollback, status
 from pipeline.settings import Settings
 from tests.integration.user_tables import USER_OWNED_TABLES
 

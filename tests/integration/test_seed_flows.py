@@ -1,7 +1,7 @@
 """The seed plan's six Phase 4 integration tests, on the real schema with the seed data.
 
-Tests 1-3 run the product's own flows (`pipeline.subscriptions`, `pipeline.coupons`), which
-grant through `pipeline.credits.grant`; every test ends with a consistent balance chain and,
+Tests 1-3 run the product's own flows (`pipeline.money.subscriptions`, `pipeline.money.coupons`), which
+grant through `pipeline.money.credits.grant`; every test ends with a consistent balance chain and,
 for those flows, a clean `reconcile`. The refusals and the CLI of those flows follow.
 """
 
@@ -23,12 +23,12 @@ from click.testing import CliRunner
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from pipeline import coupons, subscriptions
 from pipeline.cli import main
-from pipeline.credits import Grant, grant
 from pipeline.errors import Refused
-from pipeline.reconcile import reconcile
-from pipeline.seed import ADMIN_USER_ID, PRICES, PROVIDERS, TIER_MARGINS, seed
+from pipeline.money import coupons, subscriptions
+from pipeline.money.credits import Grant, grant
+from pipeline.money.reconcile import reconcile
+from pipeline.schema.seed import ADMIN_USER_ID, PRICES, PROVIDERS, TIER_MARGINS, seed
 from tests.integration.user_tables import USER_OWNED_TABLES
 
 pytestmark = pytest.mark.integration

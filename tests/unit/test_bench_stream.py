@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.bench import measure, report, stats, stream
-from pipeline.events import Rejection, UsageEvent, decode
-from pipeline.prices import CatalogEntry, PriceRow, ProviderRef
+from pipeline.core.events import Rejection, UsageEvent, decode
+from pipeline.money.prices import CatalogEntry, PriceRow, ProviderRef
+from pipeline.ops.bench import measure, results, stats, stream
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -197,7 +197,7 @@ def _run(pipeline: float, floor: float, copy: float, p99_at_1k: float) -> dict:
 
 def test_summary_takes_medians_then_ratios_stages_and_targets() -> None:
     runs = [_run(6000, 8000, 30000, 100), _run(5000, 7000, 25000, 160), _run(7000, 9000, 20000, 90)]
-    s = report.summarize(runs)
+    s = results.summarize(runs)
     r = s["runners"]
     assert r["pipeline"]["throughput_eps"] == 6000
     assert r["pipeline"]["cpu_ms_per_1k_events"] == 200.0
@@ -227,7 +227,7 @@ def test_summary_takes_medians_then_ratios_stages_and_targets() -> None:
         "batch_booked_at_5k": "MET",
         "batch_p99_at_5k": "MET",
     }
-    lines = report.tables(s)
+    lines = results.tables(s)
     assert any("6,000" in line and "pipeline" in line for line in lines)
     assert any(line.startswith("Faust's per-message path") and "130.0" in line for line in lines)
 
@@ -235,7 +235,7 @@ def test_summary_takes_medians_then_ratios_stages_and_targets() -> None:
 def test_summary_flags_a_books_mismatch() -> None:
     runs = [_run(1, 1, 1, 1), _run(1, 1, 1, 1)]
     runs[1]["runners"]["pipeline"]["books_exact"] = False
-    assert report.summarize(runs)["runners"]["pipeline"]["books_exact"] is False
+    assert results.summarize(runs)["runners"]["pipeline"]["books_exact"] is False
 
 
 def test_proc_parsing() -> None:
@@ -255,7 +255,7 @@ def test_interpolation_between_samples() -> None:
 
 
 def test_figures_block_is_replaced_between_its_markers_only() -> None:
-    from pipeline.bench import plot
+    from pipeline.ops.bench import plot
 
     doc = f"# Title\n\nprose\n\n{plot.BEGIN}\nold figures\n{plot.END}\n\nmore prose\n"
     new = plot.replace_figures(doc, [plot.BEGIN, "new", plot.END])
@@ -267,7 +267,7 @@ def test_figures_block_is_replaced_between_its_markers_only() -> None:
 def test_rates_option() -> None:
     import click
 
-    from pipeline.cli.bench import parse_rates
+    from pipeline.cli.bench_commands import parse_rates
 
     assert parse_rates("1000, 2500,max") == [1000.0, 2500.0, None]
     assert parse_rates("") == []

@@ -5,11 +5,11 @@ from uuid import uuid4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.booking import BookContext, Subscription, plan_batch, tier_at
-from pipeline.deduction import AlertKind, Source
+from pipeline.core.deduction import AlertKind, Source
+from pipeline.core.events import Rejection, UsageEvent
+from pipeline.core.plan import BookContext, Subscription, plan_batch, tier_at
+from pipeline.core.pricing import MarginConfig, MarginResolver, Price
 from pipeline.errors import Reason
-from pipeline.events import Rejection, UsageEvent
-from pipeline.pricing import MarginConfig, MarginResolver, Price
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

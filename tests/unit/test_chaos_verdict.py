@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from pipeline.chaos_verdict import (
+from pipeline.core.pricing import MarginConfig, Price
+from pipeline.ops.chaos.verdict import (
     KILL,
     KILL_ONE_OF_TWO,
     RESTART_KAFKA,
@@ -23,8 +24,7 @@ from pipeline.chaos_verdict import (
     fault_plan,
     verdict,
 )
-from pipeline.pricing import MarginConfig, Price
-from pipeline.sample import DemoUser
+from pipeline.ops.demo.sample import DemoUser
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 OPENAI = uuid.UUID(int=1)

@@ -1,9 +1,9 @@
 from datetime import timedelta
 from decimal import Decimal
 
-from pipeline.consume import Booker, BookingConfig, lanes
-from pipeline.dlq import SourceMessage
-from pipeline.events import Rejection, UsageEvent
+from pipeline.core.events import Rejection, UsageEvent
+from pipeline.stream.booker import Booker, BookingConfig, lanes
+from pipeline.stream.dlq import SourceMessage
 from tests.unit.test_records import array, event
 
 

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from pipeline.events import json_schema
+from pipeline.core.events import json_schema
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "usage-event.v1.json"
 
@@ -26,8 +26,8 @@ def test_shipped_record_schema_matches_and_accepts_both_shapes():
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
 
-    from pipeline.records import BATCH_RECORD_MAX
-    from pipeline.records import json_schema as record_schema
+    from pipeline.core.records import BATCH_RECORD_MAX
+    from pipeline.core.records import json_schema as record_schema
 
     assert json.loads(RECORD_SCHEMA.read_text()) == record_schema(), (
         "regenerate with: python -m pipeline schema --record > schemas/usage-record.v1.1.json"

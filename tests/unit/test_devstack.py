@@ -17,11 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.cli import main
-from pipeline.devstack import kafka_config, postgres, process, stack, toolchain
-from pipeline.devstack.errors import INSTALL_HINT, ToolMissing
-from pipeline.devstack.ports import free_ports, port_is_free
-from pipeline.devstack.state import Ports, StackPaths, parse_ports, render_ports
-from pipeline.devstack.waiting import wait_until
+from pipeline.ops.devstack import kafka_config, postgres, process, stack, toolchain
+from pipeline.ops.devstack.errors import INSTALL_HINT, ToolMissing
+from pipeline.ops.devstack.ports import free_ports, port_is_free
+from pipeline.ops.devstack.state import Ports, StackPaths, parse_ports, render_ports
+from pipeline.ops.devstack.waiting import wait_until
 
 PATHS = StackPaths.of(Path("/srv/state"))
 

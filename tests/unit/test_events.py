@@ -5,8 +5,8 @@ from uuid import uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.core.events import Rejection, UsageEvent, decode, normalize_usage
 from pipeline.errors import Reason
-from pipeline.events import Rejection, UsageEvent, decode, normalize_usage
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 SKEW = timedelta(minutes=5)

@@ -9,8 +9,7 @@ from uuid import UUID, uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.booking import UsageRow
-from pipeline.live_usage import (
+from pipeline.core.live_usage import (
     DayTotals,
     day_deltas,
     day_start,
@@ -18,6 +17,7 @@ from pipeline.live_usage import (
     parse_user_id,
     view,
 )
+from pipeline.core.plan import UsageRow
 
 ALICE, BOB = uuid4(), uuid4()
 NOON = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -14,13 +14,13 @@ from uuid import uuid4
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import logs, metrics
-from pipeline.booking import BatchPlan, Outcome, UsageRow
-from pipeline.consume import BatchResult
-from pipeline.dlq import SourceMessage
+from pipeline.core.events import Rejection
+from pipeline.core.plan import BatchPlan, Outcome, UsageRow
 from pipeline.errors import Reason
-from pipeline.events import Rejection
 from pipeline.settings import Settings
+from pipeline.stream import logs, metrics
+from pipeline.stream.booker import BatchResult
+from pipeline.stream.dlq import SourceMessage
 
 PROVIDER = uuid4()
 USER = uuid4()

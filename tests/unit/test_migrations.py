@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.migrations import (
+from pipeline.schema.migrations import (
     DEFAULT_SQL_DIR,
     AppliedMigration,
     Migration,

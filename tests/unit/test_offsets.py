@@ -1,4 +1,4 @@
-from pipeline.offsets import Booked, Gap, Span, find_gaps, spans
+from pipeline.books.offsets import Booked, Gap, Span, find_gaps, spans
 
 
 def test_spans_group_offsets_per_partition_whatever_the_order() -> None:

@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import coupons
-from pipeline.subscriptions import (
+from pipeline.money import coupons
+from pipeline.money.subscriptions import (
     CATALOG,
     Proration,
     Refusal,

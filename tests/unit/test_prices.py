@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.prices import (
+from pipeline.money.prices import (
     MAX_PERCENT,
     PriceRow,
     ProviderRef,

@@ -5,7 +5,7 @@ from uuid import uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.pricing import (
+from pipeline.core.pricing import (
     MarginConfig,
     Price,
     TokenCounts,

@@ -6,10 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.dlq import SourceMessage, dead_letter, from_record, to_headers
-from pipeline.errors import Reason
-from pipeline.events import Rejection, UsageEvent, decode
-from pipeline.records import (
+from pipeline.core.events import Rejection, UsageEvent, decode
+from pipeline.core.records import (
     BATCH_RECORD_MAX,
     decode_record,
     group_by_partition,
@@ -17,6 +15,8 @@ from pipeline.records import (
     partition_of,
     split,
 )
+from pipeline.errors import Reason
+from pipeline.stream.dlq import SourceMessage, dead_letter, from_record, to_headers
 from tests.unit.test_events import event
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)

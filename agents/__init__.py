@@ -1,1 +1,0 @@
-"""The Faust app and its agents: thin shells around the pipeline core."""

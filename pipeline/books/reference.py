@@ -1,0 +1,83 @@
+"""Reference data the books price with: providers, vendor prices, margins.
+
+They change rarely and every batch needs them, so the worker keeps them across batches
+and revalidates them in each batch transaction by one row, `reference_version`, which
+every change to those tables bumps (migration 012). The version is read *before* the rows,
+so a change that lands in between only makes the next batch reload: a cached copy is
+never older than its version says, and a change committed before a batch's first
+statement prices that batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from pipeline.core.pricing import MarginConfig, MarginResolver, Price
+
+Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Reference:
+    version: int
+    providers: dict[str, UUID]
+    """Lower-cased provider name and api_type -> provider id (enabled providers)."""
+    prices: dict[tuple[UUID, str], list[Price]]
+    """Active price rows by (provider id, model name)."""
+    margins: MarginResolver
+    """Approved, active margin configs (it memoizes scope matches across batches)."""
+
+
+class ReferenceCache:
+    """The reference rows last read, revalidated by `reference_version` in every batch."""
+
+    def __init__(self) -> None:
+        self.current: Reference | None = None
+        self.loads = 0
+
+    async def read(self, cur: Cursor) -> tuple[datetime, Reference]:
+        """The transaction's `now()` and the reference data as of this statement."""
+        await cur.execute("SELECT now(), version FROM reference_version")
+        row = await cur.fetchone()
+        assert row is not None, "reference_version has its one row (migration 012)"
+        now, version = row
+        if self.current is None or self.current.version != version:
+            self.current = await load(cur, version)
+            self.loads += 1
+        return now, self.current
+
+
+async def load(cur: Cursor, version: int) -> Reference:
+    await cur.execute("SELECT id, name, api_type FROM providers WHERE is_enabled")
+    providers: dict[str, UUID] = {}
+    for pid, name, api_type in await cur.fetchall():
+        providers.setdefault(name.lower(), pid)
+        providers.setdefault(api_type.lower(), pid)
+
+    await cur.execute(
+        """
+        SELECT provider_id, model_name, input_price_per_1k, output_price_per_1k,
+               cache_input_price_per_1k, cache_hit_price_per_1k, effective_from, effective_until
+        FROM model_provider_pricing WHERE is_active
+        """
+    )
+    prices: dict[tuple[UUID, str], list[Price]] = defaultdict(list)
+    for r in await cur.fetchall():
+        prices[(r[0], r[1])].append(Price(*r))
+
+    await cur.execute(
+        """
+        SELECT id, scope_type, subscription_tier::text, provider_id, model_id,
+               margin_multiplier, effective_from, effective_until
+        FROM pricing_configs
+        WHERE approval_status = 'approved' AND is_active
+        """
+    )
+    margins = MarginResolver([MarginConfig(*r) for r in await cur.fetchall()])
+    return Reference(version, providers, dict(prices), margins)

@@ -1,0 +1,277 @@
+"""`usage-pipeline prices|margins|report` and `credits expire|reverse`: the admin's money tools."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import click
+import psycopg
+
+from pipeline.cli.ledger_commands import credits
+from pipeline.errors import PipelineError
+from pipeline.money import margins as margin_configs
+from pipeline.money import movements, prices
+from pipeline.money import report as reports
+from pipeline.settings import Settings, database_url
+
+
+class DecimalType(click.ParamType):
+    """An exact decimal number (never a float)."""
+
+    name = "decimal"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Decimal):
+            return value
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            self.fail(f"{value!r} is not a decimal number", param, ctx)
+        if not number.is_finite():
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class Timestamp(click.ParamType):
+    """An ISO 8601 time; without a zone it is UTC."""
+
+    name = "timestamp"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time (2025-01-31T00:00:00Z)", param, ctx)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class Day(click.ParamType):
+    name = "date"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a date (YYYY-MM-DD)", param, ctx)
+
+
+DECIMAL = DecimalType()
+TIMESTAMP = Timestamp()
+DAY = Day()
+
+
+@contextmanager
+def connect(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """A connection whose pipeline errors become one-line click errors.
+
+    Only the database is needed, so a missing Kafka broker does not stop these commands.
+    """
+    try:
+        with psycopg.connect(database_url(settings)) as conn:
+            yield conn
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"database: {exc}".strip()) from None
+
+
+def _usd(amount: Decimal) -> str:
+    return format(amount.normalize(), "f")
+
+
+def _fmt_change(change: prices.PriceChange) -> str:
+    new = f"in {_usd(change.new.input_per_1k)}, out {_usd(change.new.output_per_1k)}"
+    if change.previous is None:
+        return f"new price {new}"
+    old = f"in {_usd(change.previous.input_per_1k)}, out {_usd(change.previous.output_per_1k)}"
+    pct = f" ({change.change_percent_input}% / {change.change_percent_output}%)"
+    return f"{old} -> {new}{pct}"
+
+
+# prices
+
+
+@click.group(name="prices")
+def prices_group() -> None:
+    """Vendor prices per 1,000 tokens, effective-dated."""
+
+
+@prices_group.command(name="set")
+@click.argument("provider")
+@click.argument("model")
+@click.option("--input", "input_price", type=DECIMAL, required=True, help="USD per 1k input.")
+@click.option("--output", "output_price", type=DECIMAL, required=True, help="USD per 1k output.")
+@click.option("--cache-input", type=DECIMAL, default=None, help="USD per 1k cache writes.")
+@click.option("--cache-hit", type=DECIMAL, default=None, help="USD per 1k cached input.")
+@click.option("--effective-from", type=TIMESTAMP, required=True)
+@click.pass_obj
+def set_price_command(
+    settings: Settings,
+    provider: str,
+    model: str,
+    input_price: Decimal,
+    output_price: Decimal,
+    cache_input: Decimal | None,
+    cache_hit: Decimal | None,
+    effective_from: datetime,
+) -> None:
+    """Make MODEL of PROVIDER cost the given prices from --effective-from on."""
+    with connect(settings) as conn:
+        change = prices.set_price(
+            conn, provider, model, input_price, output_price, cache_input, cache_hit,
+            effective_from,
+        )  # fmt: skip
+    if not change.applied:
+        click.echo(f"{provider} {model}: unchanged (that price is already in effect)")
+    else:
+        click.echo(f"{provider} {model}: {_fmt_change(change)} from {effective_from.isoformat()}")
+
+
+@prices_group.command(name="import")
+@click.option(
+    "--litellm",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="LiteLLM model_prices_and_context_window.json.",
+)
+@click.option("--effective-from", type=TIMESTAMP, default=None, help="Default: now.")
+@click.pass_obj
+def import_command(settings: Settings, path: Path, effective_from: datetime | None) -> None:
+    """Import the chat/completion prices of a LiteLLM price map; prints what changed."""
+    start = effective_from or datetime.now(UTC)
+    with connect(settings) as conn:
+        result = prices.import_litellm(conn, path, start)
+    for provider in result.providers_created:
+        click.echo(f"new provider {provider}")
+    for item in result.changes:
+        click.echo(f"{item.provider} {item.model_name}: {_fmt_change(item.change)}")
+    added = sum(1 for c in result.changes if c.change.previous is None)
+    skipped = ", ".join(f"{k} {v}" for k, v in result.skipped.items()) or "none"
+    click.echo(
+        f"{added} new, {len(result.changes) - added} changed, {result.unchanged} unchanged; "
+        f"skipped: {skipped}"
+    )
+
+
+# margins
+
+
+@click.group(name="margins")
+def margins_group() -> None:
+    """Margin multipliers: propose, then approve."""
+
+
+@margins_group.command(name="propose")
+@click.option("--scope", type=click.Choice(margin_configs.SCOPE_TYPES), required=True)
+@click.option("--multiplier", type=DECIMAL, required=True)
+@click.option("--by", "created_by", type=click.UUID, required=True, help="Proposing admin.")
+@click.option("--tier", default=None)
+@click.option("--provider", default=None, help="Provider name or api_type.")
+@click.option("--model", default=None)
+@click.option("--effective-from", type=TIMESTAMP, required=True)
+@click.option("--reason", required=True, help="Short reason code, e.g. vendor_price_change.")
+@click.option("--details", default=None, help="Free text.")
+@click.pass_obj
+def propose_command(
+    settings: Settings,
+    scope: str,
+    multiplier: Decimal,
+    created_by: UUID,
+    tier: str | None,
+    provider: str | None,
+    model: str | None,
+    effective_from: datetime,
+    reason: str,
+    details: str | None,
+) -> None:
+    """Propose a margin multiplier (pending until approved)."""
+    with connect(settings) as conn:
+        provider_id = None
+        if provider is not None:
+            with conn.cursor() as cur:
+                provider_id = prices.find_provider(cur, provider)
+        config_id = margin_configs.propose(
+            conn, scope, multiplier, created_by, tier=tier, provider_id=provider_id,
+            model_id=model, effective_from=effective_from, reason=reason, reason_details=details,
+        )  # fmt: skip
+    click.echo(f"proposed {config_id} (pending approval)")
+
+
+@margins_group.command(name="approve")
+@click.argument("config_id", type=click.UUID)
+@click.option("--by", "approved_by", type=click.UUID, required=True, help="Approving admin.")
+@click.pass_obj
+def approve_command(settings: Settings, config_id: UUID, approved_by: UUID) -> None:
+    """Approve a pending margin config; it replaces the approved one of its scope."""
+    with connect(settings) as conn:
+        approval = margin_configs.approve(conn, config_id, approved_by)
+    ended = f"; ended {approval.replaced}" if approval.replaced else ""
+    click.echo(f"approved {config_id}{ended}")
+
+
+# credits (the group lives in pipeline.cli.ledger_commands)
+
+
+@credits.command(name="expire")
+@click.option("--now", "now", type=TIMESTAMP, default=None, help="Default: the current time.")
+@click.pass_obj
+def expire_command(settings: Settings, now: datetime | None) -> None:
+    """Expire every credit source whose expiry has passed."""
+    with connect(settings) as conn:
+        expired = movements.expire(conn, now or datetime.now(UTC))
+    click.echo(f"expired {expired} credits")
+
+
+@credits.command(name="reverse")
+@click.argument("request_id", type=click.UUID)
+@click.option("--reason", required=True)
+@click.option("--by", "by", type=click.UUID, required=True, help="Reversing admin.")
+@click.pass_obj
+def reverse_command(settings: Settings, request_id: UUID, reason: str, by: UUID) -> None:
+    """Refund the credits deducted for REQUEST_ID (once)."""
+    with connect(settings) as conn:
+        result = movements.reverse(conn, request_id, reason, by)
+    if not result.applied:
+        click.echo(f"request {request_id} was already reversed; nothing changed")
+    else:
+        click.echo(
+            f"refunded {result.credits_refunded} credits to {result.user_id}: "
+            f"balance {result.balance_before} -> {result.balance_after}"
+        )
+
+
+# report
+
+
+@click.group(name="report")
+def report_group() -> None:
+    """Reports from the daily summaries."""
+
+
+@report_group.command(name="daily")
+@click.option("--from", "start", type=DAY, required=True)
+@click.option("--to", "end", type=DAY, required=True)
+@click.option("--user", type=click.UUID, default=None)
+@click.option("--by", type=click.Choice(reports.GROUPINGS), default="user", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(reports.FORMATS), default="table", show_default=True
+)
+@click.pass_obj
+def daily_command(
+    settings: Settings, start: date, end: date, user: UUID | None, by: str, fmt: str
+) -> None:
+    """Usage per day and user (or model) from --from to --to, inclusive."""
+    with connect(settings) as conn:
+        result = reports.daily_report(conn, start, end, user, by)
+    click.echo(reports.render(result, fmt))

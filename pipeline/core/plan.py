@@ -1,0 +1,362 @@
+"""Booking plan for one batch: every decision between decoded events and the SQL writes.
+
+`plan_batch` is pure: it takes the batch's events and the reference and balance rows read
+under lock, and returns the rows to insert, the balances and sources to set, the alerts
+to publish and the events to dead-letter. Events are booked in consumption order, so the
+per-user `balance_before`/`balance_after` chain stays exact however many events of one
+user share a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import NamedTuple
+from uuid import UUID
+
+from pipeline.core.deduction import AlertKind, Source, Wallet, crossings
+from pipeline.core.events import Decoded, Rejection, UsageEvent
+from pipeline.core.pricing import (
+    FREE_CHARGE,
+    MAX_VENDOR_COST,
+    Charge,
+    MarginResolver,
+    Price,
+    TokenCounts,
+    charge,
+    price_in_effect,
+)
+from pipeline.errors import Reason
+
+BYOK_TIER = "perpetual"
+DEFAULT_TIER = "free"
+ALERT_NAMESPACE = uuid.UUID("0b6f5a4e-3c1d-4a8e-9d55-6f1d2f7f0a11")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    tier: str
+    status: str
+    period_start: datetime
+    period_end: datetime
+
+
+@dataclass(frozen=True)
+class BookContext:
+    """Everything the plan needs, read inside the batch's transaction."""
+
+    providers: dict[str, UUID]
+    """Lower-cased provider name and api_type -> provider id."""
+    prices: dict[tuple[UUID, str], list[Price]]
+    margins: MarginResolver
+    known_users: frozenset[UUID]
+    subscriptions: dict[UUID, list[Subscription]]
+    byok_users: frozenset[UUID]
+    balances: dict[UUID, int]
+    sources: dict[UUID, list[Source]]
+    booked: dict[UUID, bytes]
+    """request_id -> event fingerprint of requests already in the ledger."""
+
+
+class UsageRow(NamedTuple):
+    """One `token_usage_ledger` row, its fields in `books`' COPY column order."""
+
+    request_id: UUID
+    user_id: UUID
+    subscription_id: UUID | None
+    model_id: str
+    provider_id: UUID
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    vendor_cost: Decimal
+    margin_multiplier: Decimal
+    credit_value_usd: Decimal
+    credits_deducted: int
+    request_type: str
+    streaming_segments: int | None
+    request_started_at: datetime
+    request_completed_at: datetime
+    processing_time_ms: int
+    status: str
+    error_message: str | None
+    is_streaming_complete: bool
+    user_tier_at_request: str
+    region: str | None
+    deduction_record_id: UUID | None
+    event_fingerprint: bytes
+
+    @property
+    def usage_date(self) -> date:
+        return self.request_started_at.astimezone(UTC).date()
+
+
+class DeductionRow(NamedTuple):
+    """One `credit_deduction_ledger` row, its fields in `books`' COPY column order."""
+
+    id: UUID
+    user_id: UUID
+    amount: int
+    balance_before: int
+    balance_after: int
+    request_id: UUID
+    token_vendor_cost: Decimal
+    margin_multiplier: Decimal
+    gross_margin: Decimal
+    reason: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: UUID
+    user_id: UUID
+    kind: AlertKind
+    balance: int
+    low_water: int
+    request_id: UUID
+
+
+class Outcome(NamedTuple):
+    """What happened to one consumed message, in consumption order."""
+
+    position: int
+    kind: str
+    """charged | overdraft | free | byok | duplicate | rejected"""
+    rejection: Rejection | None = None
+    row: UsageRow | None = None
+
+
+@dataclass
+class BatchPlan:
+    usage_rows: list[UsageRow] = field(default_factory=list)
+    deductions: list[DeductionRow] = field(default_factory=list)
+    balances: dict[UUID, int] = field(default_factory=dict)
+    source_amounts: dict[UUID, int] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def rejections(self) -> list[tuple[int, Rejection]]:
+        return [(o.position, o.rejection) for o in self.outcomes if o.rejection is not None]
+
+
+def tier_at(subscriptions: list[Subscription], at: datetime) -> str:
+    """The tier of the active or trial subscription covering `at`, else free."""
+    covering = [
+        s
+        for s in subscriptions
+        if s.status in ("active", "trial") and s.period_start <= at < s.period_end
+    ]
+    return max(covering, key=lambda s: s.period_start).tier if covering else DEFAULT_TIER
+
+
+@dataclass(slots=True)
+class _Account:
+    """One user's standing while a batch is planned: read from the context once."""
+
+    known: bool
+    byok: bool
+    subscriptions: list[Subscription]
+    balance: int
+    wallet: Wallet
+
+
+class _Ledger:
+    """Running balances and sources while a batch is planned."""
+
+    def __init__(self, ctx: BookContext, now: datetime, low_water: int, plan: BatchPlan) -> None:
+        self.ctx = ctx
+        self.now = now
+        self.low_water = low_water
+        self.plan = plan
+        self.accounts: dict[UUID, _Account] = {}
+        self.ids = RandomIds()
+
+    def account(self, user: UUID) -> _Account:
+        found = self.accounts.get(user)
+        if found is None:
+            ctx = self.ctx
+            found = self.accounts[user] = _Account(
+                known=user in ctx.known_users,
+                byok=user in ctx.byok_users,
+                subscriptions=ctx.subscriptions.get(user, []),
+                balance=ctx.balances.get(user, 0),
+                wallet=Wallet(ctx.sources.get(user, []), self.now),
+            )
+        return found
+
+    def deduct(self, account: _Account, event: UsageEvent, price: Charge) -> tuple[UUID, bool]:
+        user = event.user_id
+        before = account.balance
+        after = account.balance = before - price.credits
+        taken = account.wallet.take(price.credits)
+        row = DeductionRow(
+            id=self.ids.next(),
+            user_id=user,
+            amount=-price.credits,
+            balance_before=before,
+            balance_after=after,
+            request_id=event.request_id,
+            token_vendor_cost=price.vendor_cost,
+            margin_multiplier=price.margin_multiplier,
+            gross_margin=price.credit_value_usd - price.vendor_cost,
+            reason=f"api_{event.request_type}"[:50],
+            status="overdraft" if taken.overdraft else "completed",
+        )
+        self.plan.deductions.append(row)
+        self.plan.balances[user] = after
+        for kind in crossings(before, after, self.low_water):
+            self.plan.alerts.append(
+                Alert(
+                    id=uuid.uuid5(ALERT_NAMESPACE, f"{event.request_id}:{kind}"),
+                    user_id=user,
+                    kind=kind,
+                    balance=after,
+                    low_water=self.low_water,
+                    request_id=event.request_id,
+                )
+            )
+        return row.id, taken.overdraft > 0
+
+
+class RandomIds:
+    """Version-4 UUIDs from one `os.urandom` read per 256 ids (a read per id costs a
+    system call each, the largest single cost of planning a deduction)."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def next(self) -> UUID:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(16 * 256), 0
+        raw = self._pool[self._at : self._at + 16]
+        self._at += 16
+        return UUID(bytes=raw, version=4)
+
+
+def _usage_row(
+    event: UsageEvent,
+    provider_id: UUID,
+    price: Charge,
+    tier: str,
+    deduction_id: UUID | None,
+    fingerprint: bytes,
+) -> UsageRow:
+    return UsageRow(
+        request_id=event.request_id,
+        user_id=event.user_id,
+        subscription_id=event.subscription_id,
+        model_id=event.model,
+        provider_id=provider_id,
+        input_tokens=event.input_tokens,
+        output_tokens=event.output_tokens,
+        cached_input_tokens=event.cached_input_tokens,
+        cache_write_tokens=event.cache_write_tokens,
+        vendor_cost=price.vendor_cost,
+        margin_multiplier=price.margin_multiplier,
+        credit_value_usd=price.credit_value_usd,
+        credits_deducted=price.credits,
+        request_type=event.request_type,
+        streaming_segments=event.streaming_segments,
+        request_started_at=event.started_at,
+        request_completed_at=event.completed_at,
+        processing_time_ms=event.processing_time_ms,
+        status=event.status.value,
+        error_message=event.error_message,
+        is_streaming_complete=event.is_streaming_complete,
+        user_tier_at_request=tier,
+        region=event.region,
+        deduction_record_id=deduction_id,
+        event_fingerprint=fingerprint,
+    )
+
+
+def plan_batch(
+    decoded: Sequence[Decoded],
+    ctx: BookContext,
+    usd_per_credit: Decimal,
+    low_water: int,
+    now: datetime,
+) -> BatchPlan:
+    """Decide the fate of every event of a batch, in order."""
+    plan = BatchPlan()
+    ledger = _Ledger(ctx, now, low_water, plan)
+    seen: dict[UUID, bytes] = dict(ctx.booked)
+    for position, item in enumerate(decoded):
+        outcome = _book_one(position, item, ctx, seen, ledger, usd_per_credit)
+        plan.outcomes.append(outcome)
+        if outcome.row is not None:
+            plan.usage_rows.append(outcome.row)
+            seen[outcome.row.request_id] = outcome.row.event_fingerprint
+    for account in ledger.accounts.values():
+        plan.source_amounts.update(account.wallet.changed)
+    return plan
+
+
+def _book_one(
+    position: int,
+    item: Decoded,
+    ctx: BookContext,
+    seen: dict[UUID, bytes],
+    ledger: _Ledger,
+    usd_per_credit: Decimal,
+) -> Outcome:
+    def reject(reason: Reason, detail: str) -> Outcome:
+        return Outcome(position, "rejected", rejection=Rejection(reason, detail))
+
+    if isinstance(item, Rejection):
+        return Outcome(position, "rejected", rejection=item)
+    event = item
+    fingerprint = event.fingerprint()
+    previous = seen.get(event.request_id)
+    if previous is not None:
+        if previous == fingerprint:
+            return Outcome(position, "duplicate")
+        return reject(
+            Reason.DUPLICATE_CONFLICT,
+            f"request {event.request_id} was already booked with a different payload",
+        )
+    account = ledger.account(event.user_id)
+    if not account.known:
+        return reject(Reason.UNKNOWN_USER, f"no user {event.user_id}")
+    provider_id = ctx.providers.get(event.provider.lower())
+    if provider_id is None:
+        return reject(Reason.UNKNOWN_PROVIDER, f"no provider named {event.provider!r}")
+    if account.byok:
+        row = _usage_row(event, provider_id, FREE_CHARGE, BYOK_TIER, None, fingerprint)
+        return Outcome(position, "byok", row=row)
+    price = price_in_effect(ctx.prices.get((provider_id, event.model), []), event.started_at)
+    if price is None:
+        return reject(
+            Reason.UNKNOWN_MODEL,
+            f"no price for {event.provider}/{event.model} at {event.started_at.isoformat()}",
+        )
+    tier = tier_at(account.subscriptions, event.started_at)
+    margin = ctx.margins.resolve(tier, provider_id, event.model, event.started_at)
+    if margin is None:
+        return reject(
+            Reason.NO_PRICING_CONFIG,
+            f"no approved margin for tier {tier}, {event.provider}/{event.model} "
+            f"at {event.started_at.isoformat()}",
+        )
+    tokens = TokenCounts(
+        event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
+    )
+    cost = charge(tokens, price, margin.multiplier, usd_per_credit)
+    if cost.vendor_cost > MAX_VENDOR_COST or cost.credit_value_usd > MAX_VENDOR_COST:
+        return reject(
+            Reason.COST_OUT_OF_RANGE,
+            f"cost {cost.vendor_cost} USD exceeds the ledger's range ({MAX_VENDOR_COST})",
+        )
+    if cost.credits == 0:
+        row = _usage_row(event, provider_id, cost, tier, None, fingerprint)
+        return Outcome(position, "free", row=row)
+    deduction_id, overdraft = ledger.deduct(account, event, cost)
+    row = _usage_row(event, provider_id, cost, tier, deduction_id, fingerprint)
+    return Outcome(position, "overdraft" if overdraft else "charged", row=row)

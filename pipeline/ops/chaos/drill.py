@@ -1,0 +1,325 @@
+"""The chaos drill: replay generated traffic through real workers while breaking things.
+
+On a stack of its own (a temporary state directory, free loopback ports) the drill seeds
+the demo users, publishes a generated sample at a steady pace and, at random points of the
+replay (waiting on the ledger's progress, never on the clock alone), kills workers with
+SIGKILL, kills one of the two workers of the consumer group and runs on the survivor,
+restarts PostgreSQL and restarts the Kafka broker. Once the topic is drained it compares
+the books with `chaos_verdict.expect`. Everything it started is stopped on the way out,
+also on a timeout, an error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from pipeline.ops import devstack
+from pipeline.ops.chaos.edges import HELD_BACK, Publisher, Worker, observe, price_book
+from pipeline.ops.chaos.verdict import (
+    KILL,
+    KILL_ONE_OF_TWO,
+    RESTART_KAFKA,
+    RESTART_POSTGRES,
+    Check,
+    expect,
+    fault_plan,
+    verdict,
+)
+from pipeline.ops.demo import sample
+from pipeline.ops.demo import users as demo
+from pipeline.ops.devstack.stack import restart_kafka, restart_postgres
+from pipeline.schema import migrations, seed
+from pipeline.settings import Settings
+from pipeline.stream import kafka_io
+
+WORKERS = 2
+GROUP = "usage-pipeline-chaos"
+SESSION_TIMEOUT_SECONDS = 6
+"""A SIGKILLed member holds its partitions until its session expires (Faust's default 60 s)."""
+SECONDS_PER_FAULT = 4.0
+
+
+class ChaosTimeout(Exception):
+    """The run's deadline passed while the drill waited for something."""
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    events: int
+    kills: int
+    seed: int
+    timeout: float
+    partitions: int = 4
+    batch: int | None = None
+    """Publish batch records of up to this many events (`records.group_by_partition`)."""
+
+
+@dataclass
+class Timeline:
+    progress: Callable[[str], None]
+    started: float = field(default_factory=time.monotonic)
+    faults: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    def note(self, kind: str, text: str) -> None:
+        line = f"[{time.monotonic() - self.started:6.1f}s] {kind:<9}{text}"
+        self.lines.append(line)
+        if kind == "fault":
+            self.faults.append(line)
+        self.progress(line)
+
+
+@dataclass(frozen=True)
+class ChaosReport:
+    timeline: list[str]
+    faults: list[str]
+    checks: list[Check]
+    elapsed: float
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and bool(self.checks) and all(c.passed for c in self.checks)
+
+
+class Drill:
+    """One run: the stack, the workers, the publisher and the faults."""
+
+    def __init__(self, settings: Settings, config: ChaosConfig, timeline: Timeline) -> None:
+        self.config = config
+        self.timeline = timeline
+        self.rng = random.Random(config.seed)
+        self.deadline = time.monotonic() + config.timeout
+        self.root = Path(tempfile.mkdtemp(prefix="usage-pipeline-chaos-"))
+        self.settings = settings.model_copy(
+            update={
+                "state_dir": self.root / "stack",
+                "database_url": None,
+                "kafka_bootstrap_servers": None,
+                "topic_partitions": config.partitions,
+                "worker_id": GROUP,
+            }
+        )
+        self.workers: list[Worker] = []
+        self.publisher: Publisher | None = None
+        self.database_url = self.bootstrap = ""
+
+    # --- waiting ----------------------------------------------------------------------
+
+    def wait(self, condition: Callable[[], bool], what: str) -> None:
+        """Poll ``condition`` (restarting any worker that died unasked) until it holds."""
+        while True:
+            self.revive_dead_workers()
+            if condition():
+                return
+            if time.monotonic() > self.deadline:
+                raise ChaosTimeout(
+                    f"the run's {self.config.timeout:.0f}s passed waiting for {what}"
+                )
+            time.sleep(0.2)
+
+    def revive_dead_workers(self) -> None:
+        for worker in self.workers:
+            code = worker.exit_code()
+            if code is not None and not worker.down_on_purpose:
+                self.timeline.note("observed", f"{worker.name} exited with {code}; restarting it")
+                worker.start()
+
+    def wait_booked(self, rows: int) -> None:
+        self.wait(lambda: self.booked() >= rows, f"{rows} booked rows")
+
+    def booked(self) -> int:
+        try:
+            with psycopg.connect(self.database_url, connect_timeout=2) as conn:
+                row = conn.execute("SELECT count(*) FROM token_usage_ledger").fetchone()
+                return int(row[0]) if row else 0
+        except psycopg.OperationalError:
+            return -1  # PostgreSQL is restarting
+
+    def lag(self) -> int | None:
+        try:
+            return asyncio.run(kafka_io.group_lag(self.bootstrap, GROUP, self.settings.usage_topic))
+        except Exception:  # the broker is restarting or the group is rebalancing
+            return None
+
+    # --- the run ----------------------------------------------------------------------
+
+    def run(self) -> list[Check]:
+        note = self.timeline.note
+        env = devstack.up(self.settings)
+        self.database_url, self.bootstrap = env.database_url, env.kafka_bootstrap_servers
+        note("setup", f"stack at {self.root} (kafka {self.bootstrap})")
+        now = datetime.now(UTC)
+        with psycopg.connect(self.database_url) as conn:
+            migrations.migrate(conn)
+            seed.seed(conn)
+            demo.setup_users(conn, sample.DEMO_USERS, now)
+            book = price_book(conn)
+        generated = sample.generate(self.config.events, now, seed=self.config.seed)
+        expected = expect(
+            generated.lines,
+            sample.DEMO_USERS,
+            book,
+            now,
+            self.settings.usd_per_credit,
+            timedelta(seconds=self.settings.max_future_skew_seconds),
+        )
+        note(
+            "setup",
+            f"{len(generated.lines)} events: {len(expected.booked)} to book, "
+            f"{expected.duplicates} redelivered, {sum(expected.rejected.values())} to reject",
+        )
+        asyncio.run(
+            kafka_io.ensure_topic(self.bootstrap, self.settings.usage_topic, self.config.partitions)
+        )
+        self.start_workers()
+        faults = fault_plan(self.config.kills, self.rng)
+        seconds = SECONDS_PER_FAULT * len(faults) + 8
+        self.publisher = Publisher(
+            self.bootstrap,
+            self.settings.usage_topic,
+            generated.lines,
+            seconds,
+            lambda text: self.timeline.note("observed", text),
+            (self.config.partitions, self.config.batch) if self.config.batch else None,
+        )
+        self.publisher.start()
+        note("setup", f"publishing over ~{seconds:.0f}s; faults: {len(faults)}")
+        total = len(expected.booked)
+        last = (1 - HELD_BACK) * 0.9
+        marks = sorted(self.rng.uniform(0.05, last) * total for _ in faults)
+        floor = 0
+        for fault, mark in zip(faults, marks, strict=True):
+            self.wait_booked(max(int(mark), floor))
+            self.inject(fault, total)
+            # The next fault waits for progress made after this one has been recovered from.
+            floor = min(int(total * last), self.booked() + max(1, total // 50))
+        self.publisher.release.set()
+        self.wait(lambda: not self.publisher_alive(), "the publisher to finish")
+        self.wait(lambda: self.lag() == 0, "the consumer group to drain the topic")
+        note("drained", f"{self.booked()} ledger rows, lag 0")
+        for worker in self.workers:
+            worker.down_on_purpose = True
+            worker.stop()
+        letters = Counter(
+            (x.value or b"", x.reason)
+            for x in asyncio.run(kafka_io.dead_letters(self.bootstrap, self.settings.dlq_topic))
+        )
+        with psycopg.connect(self.database_url) as conn:
+            observed = observe(conn, letters)
+        return verdict(expected, observed, sample.DEMO_USERS)
+
+    def publisher_alive(self) -> bool:
+        return self.publisher is not None and self.publisher.is_alive()
+
+    def start_workers(self) -> None:
+        env = dict(
+            os.environ,
+            DATABASE_URL=self.database_url,
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            USAGE_TOPIC=self.settings.usage_topic,
+            DLQ_TOPIC=self.settings.dlq_topic,
+            ALERTS_TOPIC=self.settings.alerts_topic,
+            TOPIC_PARTITIONS=str(self.config.partitions),
+            WORKER_ID=GROUP,
+            # Faust's own settings, read by Faust from its environment.
+            BROKER_SESSION_TIMEOUT=str(SESSION_TIMEOUT_SECONDS),
+            BROKER_HEARTBEAT_INTERVAL="1",
+        )
+        for index in range(WORKERS):
+            worker = Worker(f"worker-{index + 1}", env, self.root / f"worker-{index + 1}")
+            worker.start()
+            self.workers.append(worker)
+        self.timeline.note("setup", f"{WORKERS} workers in consumer group {GROUP}")
+
+    def inject(self, fault: str, total: int) -> None:
+        note = self.timeline.note
+        at = self.booked()
+        if fault == KILL:
+            worker = self.rng.choice(self.workers)
+            pid = worker.process.pid if worker.process else None
+            note("fault", f"kill -9 {worker.name} (pid {pid}) at {at}/{total} booked; restart it")
+            worker.down_on_purpose = True
+            worker.kill()
+            worker.start()
+        elif fault == KILL_ONE_OF_TWO:
+            victim = self.rng.choice(self.workers)
+            note("fault", f"kill -9 {victim.name} at {at}/{total} booked; the other runs alone")
+            victim.down_on_purpose = True
+            victim.kill()
+            began = time.monotonic()
+            goal = min(total, at + max(1, total // 20))
+            self.wait_booked(goal)
+            took = time.monotonic() - began
+            note(
+                "observed",
+                f"the survivor alone reached {self.booked()}/{total} booked in {took:.1f}s; "
+                f"restarting {victim.name}",
+            )
+            victim.start()
+        elif fault == RESTART_POSTGRES:
+            note("fault", f"restart PostgreSQL at {at}/{total} booked")
+            restart_postgres(self.settings, while_down=self.hold_down)
+            note("observed", "PostgreSQL is back on its port")
+        elif fault == RESTART_KAFKA:
+            note("fault", f"restart the Kafka broker at {at}/{total} booked")
+            restart_kafka(self.settings)
+            note("observed", "Kafka is back on its port")
+
+    def hold_down(self) -> None:
+        """Keep PostgreSQL down until a worker logs that it retries a batch (at most 5 s)."""
+        sizes = {w.name: w.log_size() for w in self.workers}
+        began = time.monotonic()
+        while time.monotonic() - began < 5.0:
+            retrying = [w.name for w in self.workers if w.logged_retry_since(sizes[w.name])]
+            if retrying:
+                self.timeline.note(
+                    "observed", f"{', '.join(retrying)} retrying its batch while PostgreSQL is down"
+                )
+                return
+            time.sleep(0.2)
+        self.timeline.note("observed", "PostgreSQL down for 5s; no batch was in flight")
+
+    def close(self, keep: bool) -> None:
+        """Stop everything this run started; remove its files unless ``keep``."""
+        if self.publisher is not None:
+            self.publisher.halt.set()
+            self.publisher.join(30)
+        for worker in self.workers:
+            worker.down_on_purpose = True
+            worker.stop()
+        devstack.down(self.settings)
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def run(settings: Settings, config: ChaosConfig, progress: Callable[[str], None]) -> ChaosReport:
+    """Run the drill on a stack of its own; the report says what was done and found."""
+    timeline = Timeline(progress)
+    drill = Drill(settings, config, timeline)
+    checks: list[Check] = []
+    error: str | None = None
+    try:
+        checks = drill.run()
+    except ChaosTimeout as exc:
+        error = str(exc)
+    finally:
+        failed = error is not None or not checks or not all(c.passed for c in checks)
+        if failed:
+            progress(f"logs kept in {drill.root}")
+        drill.close(keep=failed)
+    return ChaosReport(
+        timeline.lines, timeline.faults, checks, time.monotonic() - timeline.started, error
+    )

@@ -1,0 +1,202 @@
+"""The chaos drill's edges: worker processes, the paced publisher, and the SQL reads of
+the price snapshot before the run and of the books after it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from pipeline.core import records
+from pipeline.core.pricing import MarginConfig, Price
+from pipeline.money.reconcile import reconcile
+from pipeline.ops.chaos.verdict import Observed, PriceBook, Totals
+from pipeline.ops.devstack.ports import free_port
+from pipeline.stream import kafka_io
+
+PUBLISH_CHUNK = 100
+HELD_BACK = 0.1
+"""The share of the sample published only after the last fault."""
+
+
+class Worker:
+    """One `python -m pipeline worker` of the group, with its own web port and state dir."""
+
+    def __init__(self, name: str, env: dict[str, str], state_dir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.state_dir = state_dir
+        self.log = state_dir / "worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.down_on_purpose = False
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        env = self.env | {
+            "WORKER_WEB_PORT": str(self.port),
+            "USAGE_PIPELINE_STATE_DIR": str(self.state_dir),
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "worker", "--loglevel", "warning"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.down_on_purpose = False
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.is_file() else 0
+
+    def logged_retry_since(self, offset: int) -> bool:
+        """Whether the worker logged a batch retry (pipeline.stream.booker) after ``offset``."""
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            return b": retry " in log.read()
+
+
+class Publisher(threading.Thread):
+    """Publishes the sample in chunks at a steady pace, like gateways would; a chunk the
+    broker did not take is sent again once it is back (its events become redeliveries).
+
+    The last ``HELD_BACK`` of the sample waits for `release`, so every fault strikes while
+    part of the replay is still to come.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        lines: list[bytes],
+        seconds: float,
+        note: Callable[[str], None],
+        batch: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(name="chaos-publisher", daemon=True)
+        self.bootstrap, self.topic, self.lines = bootstrap, topic, lines
+        self.batch = batch
+        """(partitions, events per record): publish each chunk as batch records."""
+        self.pause = seconds * PUBLISH_CHUNK / max(1, len(lines))
+        self.note = note
+        self.halt = threading.Event()
+        self.release = threading.Event()
+        self.held_from = int(len(lines) * (1 - HELD_BACK))
+
+    def run(self) -> None:
+        for start in range(0, len(self.lines), PUBLISH_CHUNK):
+            while start >= self.held_from and not self.release.wait(0.2):
+                if self.halt.is_set():
+                    return
+            self.send(self.lines[start : start + PUBLISH_CHUNK])
+            if self.halt.wait(self.pause):
+                return
+
+    def send(self, chunk: list[bytes]) -> None:
+        """Publish one chunk, trying again each second until the broker takes it."""
+        keyed = [(kafka_io.user_key(x), x) for x in chunk]
+        if self.batch is not None:
+            keyed = records.group_by_partition(keyed, *self.batch)
+        outgoing = [(key, value, list[tuple[str, bytes]]()) for key, value in keyed]
+        failures = 0
+        while not self.halt.is_set():
+            try:
+                asyncio.run(kafka_io.publish(self.bootstrap, self.topic, outgoing))
+            except Exception as exc:
+                if not failures:
+                    self.note(f"publishing fails ({type(exc).__name__}); trying every second")
+                failures += 1
+                self.halt.wait(1.0)
+                continue
+            if failures:
+                self.note(f"publishing resumed after {failures} failed attempts")
+            return
+
+
+def price_book(conn: psycopg.Connection[Any]) -> PriceBook:
+    """The providers, prices and approved margins in force, read before the run."""
+    providers: dict[str, Any] = {}
+    for pid, name, api_type in conn.execute(
+        "SELECT id, name, api_type FROM providers WHERE is_enabled"
+    ):
+        providers.setdefault(name.lower(), pid)
+        providers.setdefault(api_type.lower(), pid)
+    prices: dict[tuple[Any, str], list[Price]] = {}
+    for row in conn.execute(
+        """
+        SELECT provider_id, model_name, input_price_per_1k, output_price_per_1k,
+               cache_input_price_per_1k, cache_hit_price_per_1k, effective_from, effective_until
+        FROM model_provider_pricing WHERE is_active
+        """
+    ):
+        prices.setdefault((row[0], row[1]), []).append(Price(*row))
+    margins = [
+        MarginConfig(*row)
+        for row in conn.execute(
+            """
+            SELECT id, scope_type, subscription_tier::text, provider_id, model_id,
+                   margin_multiplier, effective_from, effective_until
+            FROM pricing_configs WHERE approval_status = 'approved' AND is_active
+            """
+        )
+    ]
+    return PriceBook(providers, prices, margins)
+
+
+def observe(conn: psycopg.Connection[Any], letters: Counter[tuple[bytes, str]]) -> Observed:
+    """What the books hold now, per request and per user."""
+    usage: Counter[Any] = Counter(
+        dict(conn.execute("SELECT request_id, count(*) FROM token_usage_ledger GROUP BY 1"))
+    )
+    deductions: Counter[Any] = Counter(
+        dict(
+            conn.execute(
+                "SELECT request_id, count(*) FROM credit_deduction_ledger "
+                "WHERE request_id IS NOT NULL GROUP BY 1"
+            )
+        )
+    )
+    totals = {
+        row[0]: Totals(*row[1:])
+        for row in conn.execute(
+            """
+            SELECT u.id, count(l.id), coalesce(sum(l.input_tokens), 0),
+                   coalesce(sum(l.output_tokens), 0), coalesce(sum(l.vendor_cost), 0),
+                   coalesce(sum(l.credits_deducted), 0), coalesce(min(b.amount), 0)
+            FROM users u
+            LEFT JOIN token_usage_ledger l ON l.user_id = u.id
+            LEFT JOIN user_credit_balance b ON b.user_id = u.id
+            GROUP BY u.id
+            """
+        )
+    }
+    violations = [str(v) for v in reconcile(conn)]
+    return Observed(usage, deductions, letters, violations, totals)

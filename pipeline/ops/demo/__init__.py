@@ -1,0 +1,1 @@
+"""The demo's users and their books, and the sample gateway traffic it publishes."""

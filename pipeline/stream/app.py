@@ -1,0 +1,96 @@
+"""The Faust app, assembled from settings: its topics, the connection pool, the booker,
+`/metrics`, then the usage agent (`usage_agent`) and the timers (`timers`) installed on it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import faust
+from psycopg_pool import AsyncConnectionPool
+
+from pipeline.settings import Settings
+from pipeline.stream import logs, timers, usage_agent
+from pipeline.stream.booker import Booker, BookingConfig
+from pipeline.stream.live_view import install_live_view
+from pipeline.stream.metrics import CONTENT_TYPE, new_metrics
+
+FETCH_BYTES_PER_PARTITION = 8 * 1024 * 1024
+METADATA_MAX_AGE_MS = 10_000
+
+
+def new_app(settings: Settings, bootstrap: str) -> tuple[faust.App, faust.TopicT]:
+    """The Faust app with the worker's settings, and its usage topic (no agents yet)."""
+    app = faust.App(
+        settings.worker_id,
+        broker=f"kafka://{bootstrap}",
+        datadir=str(settings.state_dir / "faust" / settings.worker_id),
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_bind=settings.worker_web_bind,
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        stream_wait_empty=False,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        # Faust's default 1 MiB per partition per fetch caps a worker near 4.7k events/s
+        # here; 8 MiB lets the fetcher keep ahead of the books (docs/benchmarks.md).
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
+        # A worker that joins while the broker restarts can find the usage topic missing
+        # from its metadata ("Ignoring missing topic") and then idles until the next
+        # metadata refresh: aiokafka's default of 5 minutes stalled a chaos drill for 150 s.
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        stream_buffer_maxsize=settings.stream_buffer_records,
+        logging_config=logs.logging_config(settings.log_format),
+    )
+    usage = app.topic(
+        settings.usage_topic,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.topic_partitions,
+    )
+    return app, usage
+
+
+def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.App:
+    app, usage = new_app(settings, bootstrap)
+    outputs = [
+        app.topic(name, key_type=bytes, value_type=bytes, partitions=1)
+        for name in (settings.dlq_topic, settings.alerts_topic)
+    ]
+    live = install_live_view(app, usage) if settings.live_usage_view else None
+    # A connection per lane, one for the alert outbox and one spare.
+    pool = AsyncConnectionPool(
+        database_url, open=False, min_size=1, max_size=settings.booking_lanes + 2
+    )
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: list[Any]) -> None:
+        await app.producer.send_and_wait(topic, key, value, None, None, headers)
+
+    booker = Booker(
+        pool,
+        send,
+        BookingConfig(
+            dlq_topic=settings.dlq_topic,
+            alerts_topic=settings.alerts_topic,
+            usd_per_credit=settings.usd_per_credit,
+            low_water=settings.low_balance_credits,
+            max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+            consumer_group=settings.worker_id,
+            max_events=settings.batch_max_events,
+        ),
+    )
+    metrics = new_metrics()
+
+    @app.page("/metrics")
+    async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return view.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    usage_agent.install(app, usage, outputs, booker, metrics, live, settings)
+    timers.install(app, usage, booker, metrics, database_url, settings)
+    return app

@@ -1,0 +1,151 @@
+"""Kafka at the edges of the CLI: publish records, read a topic from start to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+from pipeline.stream.dlq import DeadLetter, from_record
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def user_key(line: bytes) -> bytes | None:
+    """The partition key of a usage event: its user_id, or none for unparseable input."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    user = data.get("user_id") if isinstance(data, dict) else None
+    return str(user).encode() if user is not None else None
+
+
+async def publish(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]]]],
+    on_sent: Callable[[int], None] = lambda n: None,
+) -> int:
+    """Publish (key, value, headers) records, waiting for every broker ack; returns the count."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1 << 20
+    )
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for key, value, headers in records:
+            pending.append(await producer.send(topic, value=value, key=key, headers=headers))
+            if len(pending) >= 5000:
+                sent += await _settle(pending, on_sent)
+        sent += await _settle(pending, on_sent)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def _settle(pending: list, on_sent: Callable[[int], None]) -> int:  # type: ignore[type-arg]
+    for fut in pending:
+        await fut
+    count = len(pending)
+    on_sent(count)
+    pending.clear()
+    return count
+
+
+async def partitions(bootstrap: str, topic: str) -> set[int]:
+    """Partitions of `topic`; empty if it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] != 0:
+        return set()
+    return {p["partition"] for p in described["partitions"]}
+
+
+async def read_all(bootstrap: str, topic: str) -> AsyncIterator[Record]:
+    """Every record of `topic` present now, without joining a consumer group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await partitions(bootstrap, topic))]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, messages in batch.items():
+                for m in messages:
+                    if m.offset < ends[tp]:
+                        yield Record(m.partition, m.offset, m.key, m.value, tuple(m.headers))
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+    """Messages of `topic` not yet committed by `group`; None before its first commit."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+        except GroupCoordinatorNotAvailableError:  # the broker is still electing it
+            return None
+        tps = [TopicPartition(topic, p) for p in await partitions(bootstrap, topic)]
+        ends = await consumer.end_offsets(tps)
+        mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+        if not mine and any(ends.values()):
+            return None
+        lag: int = sum(max(0, int(ends[tp]) - max(int(mine.get(tp, 0)), 0)) for tp in tps)
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create `topic` with `partitions` unless it exists (its partitions stay as they are)."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
+    """Every dead-letter record of `topic`; records without our headers are passed over."""
+    letters = []
+    async for record in read_all(bootstrap, topic):
+        try:
+            letters.append(from_record(record.headers, record.key, record.value))
+        except ValueError:
+            continue
+    return letters

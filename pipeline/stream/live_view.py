@@ -1,0 +1,179 @@
+"""The live view: today's usage and spend per user, from a Faust windowed table.
+
+`GET /users/{user_id}/usage/today` on any worker answers from a tumbling one-day table
+(UTC days, epoch aligned) without touching PostgreSQL. The Postgres ledger and summaries
+stay the books; this view is best effort and only ever lags behind them (see the README,
+"Live usage view", for how far it can drift).
+
+How the table is written, and why:
+
+- Each committed batch's newly booked rows (`BatchPlan.usage_rows`: only what the
+  transaction inserted, so duplicates never count twice) are summed per (user, UTC day of
+  `request_started_at`) by `pipeline.core.live_usage.day_deltas`, and each delta is added with
+  ``windows.relative_to(day_start)[user].apply(merge_json, delta)``. `relative_to` with an
+  explicit timestamp is Faust's own API for "the window of this instant": the agent
+  consumes raw bytes in batches (`take_events`), where Faust's event-time helpers
+  (`relative_to_stream`, `relative_to_field`) would use the batch's last event or need a
+  `faust.Record` stream. A table keyed by (user, day) by hand would rebuild what the
+  tumbling window already stores (`(key, (start, end))`) and lose its expiry.
+- Faust picks a table write's changelog partition from the *current event*, which does
+  not exist inside a `take_events` batch (faust-streaming/faust#497: "Cannot modify table
+  key from outside of stream iteration"). `_UserPartitionedTable` therefore writes each
+  user's windows to the partition the user's usage events arrived on, which is what Faust
+  does for one-event-at-a-time agents: the changelog stays co-partitioned with the usage
+  topic, so a rebalance recovers a user's windows on the worker that books the user.
+- Reads are routed to the worker that owns the user's usage partition
+  (`app.router.external_topic_key_store`, the lookup behind Faust's `topic_route`), and
+  forwarded once with a marker header, so two workers that disagree during a rebalance
+  cannot bounce a request between them. `table_route` cannot be used: it hashes the
+  table's JSON-serialized key, not the raw user id bytes the usage topic is keyed by.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
+from uuid import UUID
+
+import aiohttp
+import faust
+from faust.tables.wrappers import WindowWrapper
+from faust.types import TopicT
+from yarl import URL
+
+from pipeline.core.live_usage import (
+    DayTotals,
+    day_deltas,
+    day_start,
+    merge_json,
+    parse_user_id,
+    view,
+)
+from pipeline.stream.booker import BatchResult
+from pipeline.stream.dlq import SourceMessage
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "live_usage"
+PATH = "/users/{user_id}/usage/today"
+DAY = timedelta(days=1)
+FORWARDED_HEADER = "X-Usage-Live-Forwarded"
+FORWARD_TIMEOUT_SECONDS = 5.0
+
+
+class _UserPartitionedTable(faust.Table[str, Any]):
+    """A table whose next write goes to the changelog partition set in `write_partition`."""
+
+    write_partition: int | None = None
+
+    def partition_for_key(self, key: Any) -> int | None:
+        if self.write_partition is None:
+            raise RuntimeError(f"{TABLE_NAME}: write without a partition")
+        return self.write_partition
+
+
+class LiveUsage:
+    """The windowed table, the hook the agent calls after each commit, and the web page."""
+
+    def __init__(self, app: faust.App, usage_topic: TopicT) -> None:
+        self.app = app
+        self.usage_topic = usage_topic
+        self.table = _UserPartitionedTable(
+            app,
+            name=TABLE_NAME,
+            default=lambda: DayTotals().to_json(),
+            beacon=app.tables.beacon,
+            help="Live usage per user and UTC day (best effort; Postgres has the books).",
+        )
+        app.tables.add(self.table)
+        self.days = cast(WindowWrapper, self.table.tumbling(DAY, expires=DAY))
+
+    def record(self, result: BatchResult, messages: Sequence[SourceMessage]) -> None:
+        """Add a committed batch's new rows; never fails the agent (the books are done)."""
+        try:
+            self._record(result, messages)
+        except Exception as exc:
+            log.warning("live usage view missed a committed batch: %r", exc)
+
+    def _record(self, result: BatchResult, messages: Sequence[SourceMessage]) -> None:
+        deltas = day_deltas(row for plan in result.plans for row in plan.usage_rows)
+        if not deltas:
+            return
+        arrived_on = _partitions_by_user(messages)
+        try:
+            for (user, day), delta in deltas.items():
+                key = str(user)
+                partition = arrived_on.get(user)
+                if partition is None:  # keyed differently; use the partition reads route to
+                    partition = self.app.producer.key_partition(
+                        self.usage_topic.get_topic_name(), key.encode()
+                    ).partition
+                self.table.write_partition = partition
+                self.days.relative_to(day_start(day))[key].apply(merge_json, delta.to_json())
+        finally:
+            self.table.write_partition = None
+
+    def today(self, user: UUID) -> tuple[date, Mapping[str, Any]]:
+        day = datetime.now(UTC).date()
+        return day, self.days.relative_to(day_start(day))[str(user)].value()
+
+    async def serve(self, web: faust.web.View, request: faust.web.Request, user_id: str) -> Any:
+        user = parse_user_id(user_id)
+        if isinstance(user, str):
+            return web.json({"error": user}, status=400)
+        if FORWARDED_HEADER not in request.headers:
+            try:
+                owner = self.app.router.external_topic_key_store(self.usage_topic, str(user))
+            except KeyError:
+                return web.json({"error": "partition owner unknown (rebalancing)"}, status=503)
+            if not _same_worker(owner, self.app.conf.canonical_url):
+                return await self._forward(web, owner.with_path(request.rel_url.path))
+        day, stored = self.today(user)
+        body = view(user, day, stored)
+        body["worker"] = str(self.app.conf.canonical_url)
+        return web.json(body)
+
+    async def _forward(self, web: faust.web.View, url: URL) -> Any:
+        try:
+            async with self.app.http_client.get(
+                url,
+                headers={FORWARDED_HEADER: "1"},
+                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_SECONDS),
+            ) as response:
+                return web.bytes(
+                    await response.read(),
+                    content_type=response.content_type,
+                    status=response.status,
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"owner {url.origin()} unreachable: {exc!r}"
+            return web.json({"error": error}, status=503)
+
+
+def install_live_view(app: faust.App, usage_topic: TopicT) -> LiveUsage:
+    """Declare the table and the page on `app`; the agent calls `.record` after commits."""
+    live = LiveUsage(app, usage_topic)
+
+    @app.page(PATH)
+    async def usage_today(web: faust.web.View, request: faust.web.Request, user_id: str) -> Any:
+        return await live.serve(web, request, user_id)
+
+    return live
+
+
+def _partitions_by_user(messages: Sequence[SourceMessage]) -> dict[UUID, int]:
+    """The partition each user's events arrived on (the topic is keyed by user id)."""
+    arrived_on: dict[UUID, int] = {}
+    for message in messages:
+        if message.key is None:
+            continue
+        user = parse_user_id(message.key.decode("utf-8", "replace"))
+        if isinstance(user, UUID):
+            arrived_on[user] = message.partition
+    return arrived_on
+
+
+def _same_worker(a: URL, b: URL) -> bool:
+    return (a.host, a.port) == (b.host, b.port)

@@ -1,0 +1,130 @@
+"""The usage agent: a thin shell around `booker.Booker`.
+
+Take a batch of records, deal it into lanes of whole partitions, book each lane a
+transaction's worth at a time (the lanes concurrently), record what each transaction did
+in the metrics and the live view, and let Faust acknowledge the offsets only once the
+whole take is committed in PostgreSQL. A batch that cannot be committed must never be
+acknowledged, so on any failure to book it the process stops at once without committing
+offsets; the next start redelivers the batch and the idempotent books absorb it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, NoReturn
+
+import faust
+from faust.types import TP, EventT
+
+from pipeline.books.offsets import Gap
+from pipeline.core.events import Decoded
+from pipeline.settings import Settings
+from pipeline.stream import heap, logs
+from pipeline.stream.booker import BatchResult, Booker, lanes
+from pipeline.stream.dlq import SourceMessage
+from pipeline.stream.live_view import LiveUsage
+from pipeline.stream.metrics import Metrics, observe_batch
+
+log = logging.getLogger(__name__)
+
+EXIT_BATCH_NOT_BOOKED = 70
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def takes(
+    settings: Settings, stream: faust.StreamT[bytes]
+) -> AsyncIterator[Sequence[EventT[bytes]]]:
+    """The stream in takes of up to BATCH_MAX_EVENTS records or BATCH_MAX_WAIT_MS."""
+    batches: AsyncIterator[Sequence[EventT[bytes]]] = stream.take_events(  # type: ignore[attr-defined]
+        settings.batch_max_events, within=settings.batch_max_wait_ms / 1000
+    )
+    return batches
+
+
+def install(
+    app: faust.App,
+    usage: faust.TopicT,
+    outputs: list[faust.TopicT],
+    booker: Booker,
+    metrics: Metrics,
+    live: LiveUsage | None,
+    settings: Settings,
+) -> None:
+    @app.agent(usage)
+    async def book_usage(stream: faust.StreamT[bytes]) -> None:
+        for topic in outputs:
+            await topic.maybe_declare()
+        await booker.pool.open(wait=False)
+        heap.spare_startup_heap()
+        async for taken in takes(settings, stream):
+            records = [_source(e) for e in taken]
+            await asyncio.gather(*map(book_lane, lanes(records, settings.booking_lanes)))
+
+    async def book_lane(records: list[SourceMessage]) -> None:
+        for events, decoded in booker.chunks(records):
+            started = time.monotonic()
+            result = await _book_or_die(booker, events, decoded)
+            if result.gaps:
+                await _rewind_and_die(app, result.gaps)
+            observe_batch(metrics, result, events, time.monotonic() - started, time.time())
+            logs.log_rejected(log, result, events)
+            if live is not None:
+                live.record(result, events)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _stopping(app: faust.App, **kwargs: Any) -> None:
+        booker.stopping.set()
+
+
+def _source(event: faust.EventT[bytes]) -> SourceMessage:
+    message = event.message
+    return SourceMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+    )
+
+
+async def _book_or_die(
+    booker: Booker, messages: list[SourceMessage], decoded: list[Decoded]
+) -> BatchResult:
+    """Book the batch; if that cannot happen, exit before Faust acknowledges it."""
+    task = asyncio.ensure_future(booker.book(messages, decoded))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        booker.stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_SECONDS)
+        except BaseException as exc:
+            _die(f"stopping with an unbooked batch of {len(messages)}: {exc!r}")
+        raise
+    except BaseException as exc:
+        _die(f"batch of {len(messages)} could not be booked: {exc!r}")
+
+
+async def _rewind_and_die(app: faust.App, gaps: list[Gap]) -> NoReturn:
+    """Commit the group back to the first skipped record, then stop unacknowledged.
+
+    Faust acknowledges only forward, so the rewind is a direct offset commit (the
+    transport's `_commit`), and the restart reads from there.
+    """
+    rewind = {TP(g.topic, g.partition): g.expected for g in gaps}
+    try:
+        await app.consumer._commit(rewind)  # type: ignore[attr-defined]
+    except Exception as exc:  # the recorded offsets still refuse the batch next time
+        log.error("rewinding %s failed: %r", rewind, exc)
+    _die(f"records were skipped; rewound {rewind}")
+
+
+def _die(why: str) -> NoReturn:
+    log.critical("%s; exiting without acknowledging it (it will be redelivered)", why)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_NOT_BOOKED)

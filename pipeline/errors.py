@@ -1,8 +1,5 @@
-"""Errors as data: one root, split into retriable and permanent.
-
-A permanent error carries a machine-readable reason code and becomes a dead-letter record;
-a retriable one makes the caller retry the whole batch with backoff.
-"""
+"""Errors as data: why an event was rejected, a refused money movement, and the one root
+of the exceptions the pipeline raises on purpose."""
 
 from __future__ import annotations
 
@@ -40,16 +37,3 @@ class Reason(StrEnum):
 
 class PipelineError(Exception):
     """Root of every error the pipeline raises on purpose."""
-
-
-class RetriableError(PipelineError):
-    """The operation may succeed if repeated: connection lost, serialization, deadlock."""
-
-
-class PermanentError(PipelineError):
-    """Repeating will not help: bad input, unknown model, conflicting duplicate."""
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail

@@ -1,4 +1,4 @@
-"""Deduction planning: which credit sources pay, and when a balance crosses an alert mark.
+"""Deduction planning: which credit sources pay, in what order.
 
 Sources pay soonest-expiring first, sources without expiry last, then oldest first;
 expired or empty sources never pay. Usage that already happened is never refused: what
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from uuid import UUID
 
 
@@ -76,18 +75,3 @@ class Wallet:
                 i += 1
         self.first = i
         return SourcePlan(tuple(takes), remaining)
-
-
-class AlertKind(StrEnum):
-    LOW_BALANCE = "low_balance"
-    EXHAUSTED = "exhausted"
-
-
-def crossings(before: int, after: int, low_water: int) -> list[AlertKind]:
-    """Alerts raised by one balance change: each mark once, when crossed downwards."""
-    alerts = []
-    if before >= low_water > after:
-        alerts.append(AlertKind.LOW_BALANCE)
-    if before > 0 >= after:
-        alerts.append(AlertKind.EXHAUSTED)
-    return alerts

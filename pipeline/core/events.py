@@ -27,7 +27,6 @@ from pydantic_core import ErrorDetails
 
 from pipeline.errors import Reason
 
-CONTRACT_VERSION = 1
 _MILLISECOND = timedelta(milliseconds=1)
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
 

@@ -10,15 +10,16 @@ user share a batch.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import NamedTuple
 from uuid import UUID
 
-from pipeline.core.deduction import AlertKind, Source, Wallet, crossings
+from pipeline.core.alerts import Alert, alerts_for
+from pipeline.core.deduction import Source, Wallet
 from pipeline.core.events import Decoded, Rejection, UsageEvent
 from pipeline.core.pricing import (
     FREE_CHARGE,
@@ -34,7 +35,6 @@ from pipeline.errors import Reason
 
 BYOK_TIER = "perpetual"
 DEFAULT_TIER = "free"
-ALERT_NAMESPACE = uuid.UUID("0b6f5a4e-3c1d-4a8e-9d55-6f1d2f7f0a11")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,22 +112,29 @@ class DeductionRow(NamedTuple):
     status: str
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
-    id: UUID
-    user_id: UUID
-    kind: AlertKind
-    balance: int
-    low_water: int
-    request_id: UUID
+class OutcomeKind(StrEnum):
+    """What booking did with one event (the `outcome` label of the metrics)."""
+
+    CHARGED = "charged"
+    OVERDRAFT = "overdraft"
+    """Charged beyond what the user's sources held: the balance went negative."""
+    FREE = "free"
+    """Booked at zero credits (a price or a margin of zero, or too few tokens)."""
+    BYOK = "byok"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+    @property
+    def booked(self) -> bool:
+        """A new usage row was written."""
+        return self not in (OutcomeKind.DUPLICATE, OutcomeKind.REJECTED)
 
 
 class Outcome(NamedTuple):
     """What happened to one consumed message, in consumption order."""
 
     position: int
-    kind: str
-    """charged | overdraft | free | byok | duplicate | rejected"""
+    kind: OutcomeKind
     rejection: Rejection | None = None
     row: UsageRow | None = None
 
@@ -210,17 +217,7 @@ class _Ledger:
         )
         self.plan.deductions.append(row)
         self.plan.balances[user] = after
-        for kind in crossings(before, after, self.low_water):
-            self.plan.alerts.append(
-                Alert(
-                    id=uuid.uuid5(ALERT_NAMESPACE, f"{event.request_id}:{kind}"),
-                    user_id=user,
-                    kind=kind,
-                    balance=after,
-                    low_water=self.low_water,
-                    request_id=event.request_id,
-                )
-            )
+        self.plan.alerts.extend(alerts_for(user, event.request_id, before, after, self.low_water))
         return row.id, taken.overdraft > 0
 
 
@@ -308,16 +305,16 @@ def _book_one(
     usd_per_credit: Decimal,
 ) -> Outcome:
     def reject(reason: Reason, detail: str) -> Outcome:
-        return Outcome(position, "rejected", rejection=Rejection(reason, detail))
+        return Outcome(position, OutcomeKind.REJECTED, rejection=Rejection(reason, detail))
 
     if isinstance(item, Rejection):
-        return Outcome(position, "rejected", rejection=item)
+        return Outcome(position, OutcomeKind.REJECTED, rejection=item)
     event = item
     fingerprint = event.fingerprint()
     previous = seen.get(event.request_id)
     if previous is not None:
         if previous == fingerprint:
-            return Outcome(position, "duplicate")
+            return Outcome(position, OutcomeKind.DUPLICATE)
         return reject(
             Reason.DUPLICATE_CONFLICT,
             f"request {event.request_id} was already booked with a different payload",
@@ -330,7 +327,7 @@ def _book_one(
         return reject(Reason.UNKNOWN_PROVIDER, f"no provider named {event.provider!r}")
     if account.byok:
         row = _usage_row(event, provider_id, FREE_CHARGE, BYOK_TIER, None, fingerprint)
-        return Outcome(position, "byok", row=row)
+        return Outcome(position, OutcomeKind.BYOK, row=row)
     price = price_in_effect(ctx.prices.get((provider_id, event.model), []), event.started_at)
     if price is None:
         return reject(
@@ -356,7 +353,8 @@ def _book_one(
         )
     if cost.credits == 0:
         row = _usage_row(event, provider_id, cost, tier, None, fingerprint)
-        return Outcome(position, "free", row=row)
+        return Outcome(position, OutcomeKind.FREE, row=row)
     deduction_id, overdraft = ledger.deduct(account, event, cost)
     row = _usage_row(event, provider_id, cost, tier, deduction_id, fingerprint)
-    return Outcome(position, "overdraft" if overdraft else "charged", row=row)
+    kind = OutcomeKind.OVERDRAFT if overdraft else OutcomeKind.CHARGED
+    return Outcome(position, kind, row=row)

@@ -14,14 +14,12 @@ Failures, as data:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import psycopg
 import psycopg.errors
@@ -36,6 +34,7 @@ from pipeline.core.events import Decoded, Rejection
 from pipeline.core.plan import BatchPlan
 from pipeline.core.records import decode_record, is_batch
 from pipeline.errors import Reason
+from pipeline.stream import alerts
 from pipeline.stream.dlq import SourceMessage, dead_letter, to_headers
 
 log = logging.getLogger(__name__)
@@ -101,11 +100,11 @@ class BookingConfig:
     usd_per_credit: Decimal
     low_water: int
     max_future_skew: timedelta
+    consumer_group: str
+    """Booked-up-to offsets are kept per partition under it (`pipeline.books.offsets`)."""
     max_events: int = 2000
     """Events per transaction; a take of batch records is booked in several."""
     max_backoff_seconds: float = 5.0
-    consumer_group: str | None = None
-    """When set, booked-up-to offsets are kept per partition (`pipeline.books.offsets`)."""
 
 
 @dataclass
@@ -114,8 +113,9 @@ class BatchResult:
 
     outcomes: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
-    credits: int = 0
     retries: int = 0
+    alerts_published: int = 0
+    """Alerts of the outbox published right after the commit (`pipeline.stream.alerts`)."""
     plans: list[BatchPlan] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     """Skipped records found instead of booking: the caller must rewind and restart."""
@@ -163,7 +163,12 @@ class Booker:
         result = BatchResult()
         await self._book(events, decoded, result)
         if any(p.alerts for p in result.plans):
-            await self.publish_alerts()
+            try:
+                result.alerts_published = await alerts.publish_pending(
+                    self.pool, self.send, self.config.alerts_topic
+                )
+            except Exception as exc:  # committed: the outbox keeps them for the timer
+                log.warning("alerts not published after the commit, the timer will: %r", exc)
         return result
 
     async def _book(
@@ -186,7 +191,6 @@ class Booker:
                 _tally(plan, result)
                 return
             except SkippedRecords as skipped:
-                assert self.config.consumer_group is not None
                 log.error("records were skipped, not booking the batch: %s", skipped)
                 async with self.pool.connection() as conn:
                     await offsets.mark_rewound(conn, self.config.consumer_group, skipped.gaps)
@@ -213,9 +217,7 @@ class Booker:
                     await self._book(messages[half:], decoded[half:], result)
                 return
 
-    def _consumed(self, messages: list[SourceMessage]) -> tuple[str, list[Span]] | None:
-        if self.config.consumer_group is None:
-            return None
+    def _consumed(self, messages: list[SourceMessage]) -> tuple[str, list[Span]]:
         return self.config.consumer_group, spans((m.topic, m.partition, m.offset) for m in messages)
 
     async def _dead_letter(self, messages: list[SourceMessage], plan: BatchPlan) -> None:
@@ -232,41 +234,6 @@ class Booker:
             await asyncio.gather(*sends)
         except Exception as exc:
             raise KafkaSendError(repr(exc)) from exc
-
-    async def publish_alerts(self) -> int:
-        """Publish the outbox's pending alerts; returns how many were published."""
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.execute(
-                """
-                SELECT id, user_id, kind, balance, low_water, request_id, created_at
-                FROM credit_alert_outbox WHERE published_at IS NULL
-                ORDER BY created_at LIMIT 1000 FOR UPDATE SKIP LOCKED
-                """
-            )
-            rows = await cur.fetchall()
-            if not rows:
-                return 0
-            await asyncio.gather(*(self._send_alert(r) for r in rows))
-            await cur.execute(
-                "UPDATE credit_alert_outbox SET published_at = now() WHERE id = ANY(%s)",
-                ([r[0] for r in rows],),
-            )
-        return len(rows)
-
-    async def _send_alert(self, row: tuple[Any, ...]) -> None:
-        alert_id, user_id, kind, balance, low_water, request_id, created_at = row
-        value = {
-            "alert_id": str(alert_id),
-            "user_id": str(user_id),
-            "kind": kind,
-            "balance": balance,
-            "low_water": low_water,
-            "request_id": str(request_id) if request_id else None,
-            "created_at": created_at.isoformat(),
-        }
-        await self.send(
-            self.config.alerts_topic, str(user_id).encode(), json.dumps(value).encode(), []
-        )
 
 
 class KafkaSendError(Exception):
@@ -294,7 +261,6 @@ def _tally(plan: BatchPlan, result: BatchResult) -> None:
         if outcome.rejection is not None:
             reason = outcome.rejection.reason.value
             result.rejected[reason] = result.rejected.get(reason, 0) + 1
-    result.credits += sum(-d.amount for d in plan.deductions)
 
 
 def _one_line(exc: BaseException) -> str:

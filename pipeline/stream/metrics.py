@@ -27,13 +27,14 @@ from prometheus_client import (
 )
 from prometheus_client.process_collector import ProcessCollector
 
+from pipeline.core.plan import OutcomeKind
 from pipeline.stream.booker import BatchResult
 from pipeline.stream.dlq import SourceMessage
 
 PREFIX = "usage_pipeline"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-OUTCOMES = ("charged", "overdraft", "free", "byok", "duplicate", "rejected")
-BOOKED_OUTCOMES = ("charged", "overdraft", "free", "byok")
+OUTCOMES = tuple(OutcomeKind)
+BOOKED_OUTCOMES = tuple(k for k in OutcomeKind if k.booked)
 """Outcomes that write one `token_usage_ledger` row."""
 
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -214,7 +215,7 @@ def observe_batch(
         if reason == "database_rejected":
             metrics.db_errors.labels("refused_event").inc(count)
     metrics.dlq_published.inc(sum(seen.rejected.values()))
-    metrics.alerts_published.inc(sum(len(p.alerts) for p in result.plans))
+    metrics.alerts_published.inc(result.alerts_published)
     for (provider, model), credits in seen.credits.items():
         metrics.credits.labels(provider, model).inc(credits)
         metrics.vendor_cost.labels(provider, model).inc(float(seen.vendor_cost[provider, model]))

@@ -12,6 +12,7 @@ import psycopg
 
 from pipeline.money.movements import expire
 from pipeline.settings import Settings
+from pipeline.stream import alerts
 from pipeline.stream.booker import Booker
 from pipeline.stream.metrics import Metrics, consumer_lag, set_lag
 
@@ -32,7 +33,10 @@ def install(
     @app.timer(interval=ALERT_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
     async def flush_alerts() -> None:
         try:
-            metrics.alerts_published.inc(await booker.publish_alerts())
+            published = await alerts.publish_pending(
+                booker.pool, booker.send, settings.alerts_topic
+            )
+            metrics.alerts_published.inc(published)
         except Exception as exc:  # the outbox keeps them; next tick retries
             metrics.db_errors.labels("alert_outbox").inc()
             log.warning("alert publishing failed, will retry: %r", exc)

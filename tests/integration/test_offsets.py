@@ -13,7 +13,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from pipeline.stream.app import EXIT_BATCH_NOT_BOOKED
+from pipeline.stream.usage_agent import EXIT_BATCH_NOT_BOOKED
 from tests.integration.pipeline_harness import Harness, make_event, wait_for
 from tests.integration.test_pipeline import assert_books_clean, fresh_database, new_user
 

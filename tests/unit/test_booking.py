@@ -5,7 +5,8 @@ from uuid import uuid4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.deduction import AlertKind, Source
+from pipeline.core.alerts import AlertKind
+from pipeline.core.deduction import Source
 from pipeline.core.events import Rejection, UsageEvent
 from pipeline.core.plan import BookContext, Subscription, plan_batch, tier_at
 from pipeline.core.pricing import MarginConfig, MarginResolver, Price

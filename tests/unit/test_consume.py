@@ -10,7 +10,13 @@ from tests.unit.test_records import array, event
 def booker(max_events: int) -> Booker:
     """A booker for decoding only: it never reaches its pool or its producer."""
     config = BookingConfig(
-        "dlq", "alerts", Decimal("0.001"), 0, timedelta(minutes=5), max_events=max_events
+        "dlq",
+        "alerts",
+        Decimal("0.001"),
+        0,
+        timedelta(minutes=5),
+        max_events=max_events,
+        consumer_group="test",
     )
     return Booker(None, None, config)  # type: ignore[arg-type]
 

@@ -4,7 +4,8 @@ from uuid import uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.core.deduction import AlertKind, Source, Wallet, crossings, spending_order
+from pipeline.core.alerts import AlertKind, crossings
+from pipeline.core.deduction import Source, Wallet, spending_order
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

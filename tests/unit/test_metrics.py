@@ -79,8 +79,8 @@ def batch() -> tuple[BatchResult, list[SourceMessage]]:
     result = BatchResult(
         outcomes={"charged": 1, "overdraft": 1, "byok": 1, "rejected": 1, "duplicate": 1},
         rejected={"unknown_model": 1},
-        credits=24,
         retries=2,
+        alerts_published=3,
         plans=[plan],
     )
     rid = str(uuid4())
@@ -108,6 +108,9 @@ def test_observe_batch_counts_outcomes_money_and_latency() -> None:
         assert got["usage_pipeline_events_processed_total", (("outcome", outcome),)] == count
     assert got["usage_pipeline_events_processed_total", (("outcome", "free"),)] == 0
     assert got["usage_pipeline_events_rejected_total", (("reason", "unknown_model"),)] == 1
+    # What the booker published after the commit, not what the plan raised (the timer
+    # counts the ones it publishes later).
+    assert got["usage_pipeline_alerts_published_total", ()] == 3
     assert got["usage_pipeline_dlq_published_total", ()] == 1
     assert got["usage_pipeline_db_retries_total", ()] == 2
     gpt4o = (("model", "gpt-4o"), ("provider_id", str(PROVIDER)))

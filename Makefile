@@ -4,7 +4,7 @@ PYTHON ?= python3
 KAFKA_POM := deploy/kafka/pom.xml
 
 .DEFAULT_GOAL := help
-.PHONY: help dev kafka-jars test lint bench demo chaos
+.PHONY: help dev kafka-jars test test-fast lint bench demo chaos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -19,6 +19,10 @@ kafka-jars: ## Resolve the local Kafka broker's jars into the Maven cache (needs
 test: dev ## Install, lint with ruff, then run every test (the session starts its own Kafka + PostgreSQL)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest
+
+test-fast: dev ## The same without the long drills (chaos, benchmarks, random streams with kills)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -m "not drill"
 
 lint: ## ruff check, ruff format --check, mypy (strict)
 	$(PYTHON) -m ruff check .

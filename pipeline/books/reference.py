@@ -11,6 +11,7 @@ statement prices that batch.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,31 +54,43 @@ class ReferenceCache:
         return now, self.current
 
 
-async def load(cur: Cursor, version: int) -> Reference:
-    await cur.execute("SELECT id, name, api_type FROM providers WHERE is_enabled")
+# The reference rows' SQL, shared with the chaos drill's snapshot (`ops.chaos.edges`).
+PROVIDERS_SQL = "SELECT id, name, api_type FROM providers WHERE is_enabled"
+PRICES_SQL = """
+    SELECT provider_id, model_name, input_price_per_1k, output_price_per_1k,
+           cache_input_price_per_1k, cache_hit_price_per_1k, effective_from, effective_until
+    FROM model_provider_pricing WHERE is_active
+"""
+MARGINS_SQL = """
+    SELECT id, scope_type, subscription_tier::text, provider_id, model_id,
+           margin_multiplier, effective_from, effective_until
+    FROM pricing_configs
+    WHERE approval_status = 'approved' AND is_active
+"""
+
+
+def providers_by_name(rows: Iterable[tuple[Any, ...]]) -> dict[str, UUID]:
+    """PROVIDERS_SQL rows -> lower-cased name and api_type -> provider id."""
     providers: dict[str, UUID] = {}
-    for pid, name, api_type in await cur.fetchall():
+    for pid, name, api_type in rows:
         providers.setdefault(name.lower(), pid)
         providers.setdefault(api_type.lower(), pid)
+    return providers
 
-    await cur.execute(
-        """
-        SELECT provider_id, model_name, input_price_per_1k, output_price_per_1k,
-               cache_input_price_per_1k, cache_hit_price_per_1k, effective_from, effective_until
-        FROM model_provider_pricing WHERE is_active
-        """
-    )
+
+def prices_by_model(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[UUID, str], list[Price]]:
+    """PRICES_SQL rows -> their prices by (provider id, model name)."""
     prices: dict[tuple[UUID, str], list[Price]] = defaultdict(list)
-    for r in await cur.fetchall():
+    for r in rows:
         prices[(r[0], r[1])].append(Price(*r))
+    return dict(prices)
 
-    await cur.execute(
-        """
-        SELECT id, scope_type, subscription_tier::text, provider_id, model_id,
-               margin_multiplier, effective_from, effective_until
-        FROM pricing_configs
-        WHERE approval_status = 'approved' AND is_active
-        """
-    )
+
+async def load(cur: Cursor, version: int) -> Reference:
+    await cur.execute(PROVIDERS_SQL)
+    providers = providers_by_name(await cur.fetchall())
+    await cur.execute(PRICES_SQL)
+    prices = prices_by_model(await cur.fetchall())
+    await cur.execute(MARGINS_SQL)
     margins = MarginResolver([MarginConfig(*r) for r in await cur.fetchall()])
-    return Reference(version, providers, dict(prices), margins)
+    return Reference(version, providers, prices, margins)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -19,6 +18,8 @@ from pipeline.money import report as reports
 from pipeline.money.reconcile import reconcile
 from pipeline.ops.demo import sample
 from pipeline.ops.demo import users as demo
+from pipeline.ops.devstack.waiting import wait_until
+from pipeline.ops.worker_process import start_worker, stop_worker
 from pipeline.schema import migrations, seed
 from pipeline.settings import Settings
 from pipeline.stream import kafka_io
@@ -57,32 +58,28 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
 
     log_path = settings.state_dir / "demo-worker.log"
     worker_env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
-    with open(log_path, "ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "worker"], env=worker_env, stdout=log, stderr=log
-        )
+    worker = start_worker(worker_env, log_path)
     try:
         started = time.monotonic()
         run_start = datetime.now(UTC)
         _wait_drained(bootstrap, settings, started + timeout, worker)
         elapsed = time.monotonic() - started
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop_worker(worker)
     _report(database_url, bootstrap, settings, len(generated.lines), elapsed, run_start)
 
 
 def _wait_drained(
     bootstrap: str, settings: Settings, deadline: float, worker: subprocess.Popen[bytes]
 ) -> None:
-    while time.monotonic() < deadline:
+    def drained() -> bool:
         if worker.poll() is not None:
             raise click.ClickException(f"worker exited with {worker.returncode}; see its log")
-        lag = asyncio.run(kafka_io.group_lag(bootstrap, settings.worker_id, settings.usage_topic))
-        if lag == 0:
-            return
-        time.sleep(0.5)
-    raise click.ClickException("the topic was not drained in time; see the worker log")
+        topic = settings.usage_topic
+        return asyncio.run(kafka_io.group_lag(bootstrap, settings.worker_id, topic)) == 0
+
+    if not wait_until(drained, deadline - time.monotonic(), interval=0.5):
+        raise click.ClickException("the topic was not drained in time; see the worker log")
 
 
 def _report(

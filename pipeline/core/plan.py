@@ -23,13 +23,10 @@ from pipeline.core.deduction import Source, Wallet
 from pipeline.core.events import Decoded, Rejection, UsageEvent
 from pipeline.core.pricing import (
     FREE_CHARGE,
-    MAX_VENDOR_COST,
     Charge,
     MarginResolver,
     Price,
-    TokenCounts,
-    charge,
-    price_in_effect,
+    price_event,
 )
 from pipeline.errors import Reason
 
@@ -328,29 +325,11 @@ def _book_one(
     if account.byok:
         row = _usage_row(event, provider_id, FREE_CHARGE, BYOK_TIER, None, fingerprint)
         return Outcome(position, OutcomeKind.BYOK, row=row)
-    price = price_in_effect(ctx.prices.get((provider_id, event.model), []), event.started_at)
-    if price is None:
-        return reject(
-            Reason.UNKNOWN_MODEL,
-            f"no price for {event.provider}/{event.model} at {event.started_at.isoformat()}",
-        )
     tier = tier_at(account.subscriptions, event.started_at)
-    margin = ctx.margins.resolve(tier, provider_id, event.model, event.started_at)
-    if margin is None:
-        return reject(
-            Reason.NO_PRICING_CONFIG,
-            f"no approved margin for tier {tier}, {event.provider}/{event.model} "
-            f"at {event.started_at.isoformat()}",
-        )
-    tokens = TokenCounts(
-        event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
-    )
-    cost = charge(tokens, price, margin.multiplier, usd_per_credit)
-    if cost.vendor_cost > MAX_VENDOR_COST or cost.credit_value_usd > MAX_VENDOR_COST:
-        return reject(
-            Reason.COST_OUT_OF_RANGE,
-            f"cost {cost.vendor_cost} USD exceeds the ledger's range ({MAX_VENDOR_COST})",
-        )
+    prices = ctx.prices.get((provider_id, event.model), [])
+    cost = price_event(event, provider_id, tier, prices, ctx.margins.resolve, usd_per_credit)
+    if isinstance(cost, Rejection):
+        return Outcome(position, OutcomeKind.REJECTED, rejection=cost)
     if cost.credits == 0:
         row = _usage_row(event, provider_id, cost, tier, None, fingerprint)
         return Outcome(position, OutcomeKind.FREE, row=row)

@@ -1,15 +1,20 @@
-"""Pricing: the vendor price in effect, the margin that applies, and the credits charged.
+"""Pricing: the vendor price in effect, the margin that applies, and the credits charged
+(`price_event` chains the three for one request).
 
 Pure functions over reference rows loaded by the caller. Money is `Decimal` throughout.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import NamedTuple
 from uuid import UUID
+
+from pipeline.core.events import Rejection, UsageEvent
+from pipeline.errors import Reason
 
 PER_TOKENS = Decimal(1000)
 VENDOR_COST_EXPONENT = Decimal("0.00000001")  # NUMERIC(10,8) of token_usage_ledger.vendor_cost
@@ -178,6 +183,46 @@ def charge(
         credits=credits,
         credit_value_usd=credits * usd_per_credit,
     )
+
+
+MarginOf = Callable[[str, UUID, str, datetime], "MarginConfig | None"]
+"""(tier, provider id, model, at) -> the margin config that applies, if any."""
+
+
+def price_event(
+    event: UsageEvent,
+    provider_id: UUID,
+    tier: str,
+    prices: list[Price],
+    margin_of: MarginOf,
+    usd_per_credit: Decimal,
+) -> Charge | Rejection:
+    """What one request costs: the vendor price in effect when it started, the margin
+    that applies to it, the credits; or why it cannot be charged."""
+    at = event.started_at
+    price = price_in_effect(prices, at)
+    if price is None:
+        return Rejection(
+            Reason.UNKNOWN_MODEL,
+            f"no price for {event.provider}/{event.model} at {at.isoformat()}",
+        )
+    margin = margin_of(tier, provider_id, event.model, at)
+    if margin is None:
+        return Rejection(
+            Reason.NO_PRICING_CONFIG,
+            f"no approved margin for tier {tier}, {event.provider}/{event.model} "
+            f"at {at.isoformat()}",
+        )
+    tokens = TokenCounts(
+        event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
+    )
+    cost = charge(tokens, price, margin.multiplier, usd_per_credit)
+    if cost.vendor_cost > MAX_VENDOR_COST or cost.credit_value_usd > MAX_VENDOR_COST:
+        return Rejection(
+            Reason.COST_OUT_OF_RANGE,
+            f"cost {cost.vendor_cost} USD exceeds the ledger's range ({MAX_VENDOR_COST})",
+        )
+    return cost
 
 
 FREE_CHARGE = Charge(

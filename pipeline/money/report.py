@@ -17,6 +17,7 @@ from uuid import UUID
 
 import psycopg
 
+from pipeline import tables
 from pipeline.errors import PipelineError
 
 GROUPINGS = ("user", "model")
@@ -124,16 +125,8 @@ def render(report: Report, fmt: str) -> str:
         raise ReportError(f"format must be one of {', '.join(FORMATS)}")
     if not cells:
         return "no usage in this period"
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(report.columns)]
     numeric = [all(_is_number(r[i]) for r in cells) for i in range(len(report.columns))]
-
-    def line(values: list[str] | tuple[str, ...]) -> str:
-        return "  ".join(
-            v.rjust(w) if right else v.ljust(w)
-            for v, w, right in zip(values, widths, numeric, strict=True)
-        ).rstrip()
-
-    return "\n".join([line(report.columns), line(["-" * w for w in widths]), *map(line, cells)])
+    return tables.text(report.columns, cells, right=numeric)
 
 
 def _is_number(text: str) -> bool:

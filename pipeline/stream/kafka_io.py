@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExistsError, for_code
 
+from pipeline.errors import PipelineError
 from pipeline.stream.dlq import DeadLetter, from_record
 
 
@@ -125,19 +126,28 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
         await admin.close()
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    """Create `topic` with `partitions` unless it exists (its partitions stay as they are)."""
-    from aiokafka.admin import NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+class TopicNotCreated(PipelineError):
+    """The broker refused to create a topic (other than because it exists)."""
 
+
+async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create `topic` with `partitions` unless it exists (its partitions stay as they are).
+
+    The broker answers per topic in the response (aiokafka does not raise): every error
+    but "already exists" is raised as TopicNotCreated.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
-    except TopicAlreadyExistsError:
-        pass
+        response = await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
     finally:
         await admin.close()
+    for name, code, *message in response.topic_errors:
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        error = for_code(code)
+        detail = message[0] if message and message[0] else error.description
+        raise TopicNotCreated(f"topic {name!r} could not be created: {error.__name__}: {detail}")
 
 
 async def dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import psycopg
 
 from pipeline.ops.devstack.waiting import wait_until
+from pipeline.ops.worker_process import kill_worker, start_worker, stop_worker
 from pipeline.stream import dlq, kafka_io
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,28 +84,15 @@ class Harness:
 
     def start_worker(self, log_dir: Path) -> None:
         self.log_path = log_dir / f"worker-{self.tag}.log"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.worker = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "worker", "--loglevel", "warning"],
-            env=self.env(),
-            stdout=log,
-            stderr=log,
-            cwd=REPO,
-        )
+        self.worker = start_worker(self.env(), self.log_path, cwd=REPO)
 
     def kill_worker(self, sig: int = signal.SIGKILL) -> None:
         assert self.worker is not None
-        self.worker.send_signal(sig)
-        self.worker.wait(60)
+        kill_worker(self.worker, sig)
 
     def stop_worker(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(30)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait(10)
+        if self.worker is not None:
+            stop_worker(self.worker)
 
     def publish(self, events: list[dict[str, Any] | bytes]) -> None:
         lines = [e if isinstance(e, bytes) else json.dumps(e).encode() for e in events]

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.ops.bench import plot
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from pipeline.ops.bench.ledger_fill import FillError, fill_ledgers
 from pipeline.ops.bench.queries import QUERIES, BenchQueryError, run_queries, time_reconcile
 from pipeline.schema import seed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
 NOW = datetime.now(UTC)
 USERS = 2_000

@@ -37,7 +37,7 @@ from pipeline.schema import seed
 from tests.integration.pipeline_harness import Harness, wait_for
 from tests.integration.random_streams import RandomStream, expected_charge, random_stream
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
 SEEDS = (20250101, 4242, 977)
 UNIQUE_EVENTS = 1000

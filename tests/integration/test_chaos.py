@@ -12,6 +12,9 @@ from pipeline.settings import Settings
 TIMEOUT = 180.0
 
 
+pytestmark = [pytest.mark.integration, pytest.mark.drill]
+
+
 @pytest.mark.parametrize("batch", [None, 50], ids=["single-event records", "batch records"])
 def test_chaos_drill_keeps_the_books_exact(batch: int | None) -> None:
     config = chaos.ChaosConfig(events=3000, kills=2, seed=20240611, timeout=TIMEOUT, batch=batch)

@@ -7,16 +7,18 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.money.prices import (
-    MAX_PERCENT,
+from pipeline.money.catalog import (
     PriceRow,
     ProviderRef,
-    change_between,
     model_name_for,
     parse_litellm,
+    provider_for,
+)
+from pipeline.money.prices import (
+    MAX_PERCENT,
+    change_between,
     percent_change,
     price_problem,
-    provider_for,
 )
 
 D = Decimal

@@ -18,15 +18,13 @@ from uuid import UUID
 import psycopg
 
 from pipeline.books import reference
-from pipeline.core.events import UsageEvent
+from pipeline.core import pricing
+from pipeline.core.events import Rejection, UsageEvent
 from pipeline.core.plan import DEFAULT_TIER
 from pipeline.core.pricing import (
     Charge,
     MarginResolver,
     Price,
-    TokenCounts,
-    charge,
-    price_in_effect,
 )
 
 
@@ -63,18 +61,12 @@ def price_event(ref: Reference, event: UsageEvent, usd_per_credit: Decimal) -> C
     provider_id = ref.providers.get(event.provider.lower())
     if provider_id is None:
         return None
-    price = price_in_effect(ref.prices.get((provider_id, event.model), []), event.started_at)
     tier = ref.tiers.get(event.user_id, DEFAULT_TIER)
-    margin = ref.margins.resolve(tier, provider_id, event.model, event.started_at)
-    if price is None or margin is None:
-        return None
-    tokens = TokenCounts(
-        event.input_tokens,
-        event.output_tokens,
-        event.cached_input_tokens,
-        event.cache_write_tokens,
+    prices = ref.prices.get((provider_id, event.model), [])
+    cost = pricing.price_event(
+        event, provider_id, tier, prices, ref.margins.resolve, usd_per_credit
     )
-    return charge(tokens, price, margin.multiplier, usd_per_credit)
+    return None if isinstance(cost, Rejection) else cost
 
 
 async def book_one(

@@ -12,7 +12,6 @@ commit) is interpolated from its samples.
 from __future__ import annotations
 
 import bisect
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psutil
 import psycopg
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -76,15 +74,40 @@ def ledger_rows(conninfo: str) -> int:
     return int(row[0]) if row else 0
 
 
-def parse_stat(text: str) -> tuple[int, float, float]:
-    """(ppid, own CPU seconds, waited-for children's CPU seconds) of a /proc/<pid>/stat
-    line."""
-    # The command name may hold spaces and parentheses: split after its last ')'.
-    fields = text[text.rindex(")") + 2 :].split()
-    ppid = int(fields[1])
-    own = int(fields[11]) + int(fields[12])
-    children = int(fields[13]) + int(fields[14])
-    return ppid, own / CLOCK_TICKS, children / CLOCK_TICKS
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of `pid`; None once it is gone."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
+def children_of(root: int) -> list[int]:
+    """Pids whose parent is `root`."""
+    try:
+        return [child.pid for child in psutil.Process(root).children()]
+    except psutil.Error:
+        return []
+
+
+def tree_cpu(root: int, children: list[int]) -> float | None:
+    """CPU seconds of `root`, of its live `children` and of its exited (waited-for)
+    children: a PostgreSQL postmaster and its backends."""
+    try:
+        times = psutil.Process(root).cpu_times()
+    except psutil.Error:
+        return None
+    own = times.user + times.system + times.children_user + times.children_system
+    return float(own) + sum(process_cpu(c) or 0.0 for c in children)
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """VmHWM, the peak resident set (psutil reports the current one only)."""
+    try:
+        return parse_vmhwm_kib(Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return None
 
 
 def parse_vmhwm_kib(text: str) -> int | None:
@@ -93,43 +116,6 @@ def parse_vmhwm_kib(text: str) -> int | None:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return None
-
-
-def process_cpu(pid: int) -> float | None:
-    try:
-        return parse_stat(Path(f"/proc/{pid}/stat").read_text())[1]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def children_of(root: int) -> list[int]:
-    """Pids whose parent is `root`."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if parse_stat(Path(entry.path, "stat").read_text())[0] == root:
-                    found.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return found
-
-
-def tree_cpu(root: int, children: list[int]) -> float | None:
-    """CPU seconds of `root`, of its live `children` and of its exited (waited-for)
-    children: a PostgreSQL postmaster and its backends."""
-    try:
-        _, own, waited = parse_stat(Path(f"/proc/{root}/stat").read_text())
-    except (OSError, ValueError, IndexError):
-        return None
-    return own + waited + sum(process_cpu(c) or 0.0 for c in children)
-
-
-def peak_rss_kib(pid: int) -> int | None:
-    try:
-        return parse_vmhwm_kib(Path(f"/proc/{pid}/status").read_text())
-    except OSError:
-        return None
 
 
 def interpolate(samples: list[tuple[float, float]], at: float) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline import tables as rendering
 from pipeline.ops.bench import stats
 
 RUNNERS = (
@@ -283,26 +284,12 @@ def target_rows(summary: Mapping[str, Any]) -> list[list[str]]:
 
 
 def text_table(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
+    """Header row first, as the `*_rows` functions give them."""
+    return rendering.text(rows[0], rows[1:]).splitlines()
 
 
 def markdown_table(rows: Sequence[Sequence[str]]) -> list[str]:
-    align = ["---"] + ["---:"] * (len(rows[0]) - 1)
-    return [
-        "| " + " | ".join(rows[0]) + " |",
-        "| " + " | ".join(align) + " |",
-        *("| " + " | ".join(row) + " |" for row in rows[1:]),
-    ]
+    return rendering.markdown(rows[0], rows[1:]).splitlines()
 
 
 def tables(summary: Mapping[str, Any]) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.records import BATCH_RECORD_MAX
-from pipeline.money import prices
+from pipeline.money.catalog import load_litellm
 from pipeline.ops.bench import results, runners, stream, sweep
 from pipeline.ops.bench.stack import bench_stack, machine, prepare_template
 from pipeline.settings import Settings
@@ -42,8 +42,8 @@ def run_bench(
     base_env: Mapping[str, str],
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    catalog = prices.load_litellm(params.catalog)
-    models = stream.pick_models(catalog.entries, params.seed)
+    prices = load_litellm(params.catalog)
+    models = stream.pick_models(prices.entries, params.seed)
     users = stream.make_users(params.users)
     now = datetime.now(UTC)
     runs: list[dict[str, Any]] = []

@@ -27,6 +27,7 @@ from uuid import UUID
 
 import psycopg
 
+from pipeline.ops import worker_process
 from pipeline.ops.bench import measure, profile, stats
 from pipeline.ops.bench.publish import Published, first_publish_ms, publish
 from pipeline.ops.bench.stack import BenchStack
@@ -117,23 +118,12 @@ def _worker_env(ctx: Context, database: str, topic: str, group: str) -> dict[str
 def start_worker(ctx: Context, database: str, topic: str, group: str) -> subprocess.Popen[bytes]:
     for extra in (f"{topic}.dlq", f"{topic}.alerts"):
         asyncio.run(kafka_io.ensure_topic(ctx.stack.bootstrap, extra, 1))
-    log = open(ctx.stack.settings.state_dir / f"{group}.log", "ab")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "worker", "--loglevel", "warning"],
-        env=_worker_env(ctx, database, topic, group),
-        stdout=log,
-        stderr=log,
-    )
+    log = ctx.stack.settings.state_dir / f"{group}.log"
+    return worker_process.start_worker(_worker_env(ctx, database, topic, group), log)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_SECONDS)
+    worker_process.stop_worker(process, STOP_SECONDS)
 
 
 def wait_rows(

@@ -5,7 +5,6 @@ Pure functions over plain numbers; the targets are printed, never asserted.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,18 +12,14 @@ from dataclasses import dataclass
 PERCENTILES = (50, 95, 99)
 
 
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """The p-th percentile by linear interpolation between closest ranks (numpy's default);
-    None for no values."""
-    if not values:
-        return None
-    if not 0 <= p <= 100:
-        raise ValueError(f"percentile {p} is not within 0..100")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+def percentile(values: Sequence[float], p: int) -> float | None:
+    """The p-th percentile (1 to 99), interpolated between closest ranks as numpy's default
+    does (`statistics.quantiles`, inclusive); None for no values."""
+    if not 1 <= p <= 99:
+        raise ValueError(f"percentile {p} is not within 1..99")
+    if len(values) < 2:
+        return float(values[0]) if values else None
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
 def latency_summary(values_ms: Sequence[float]) -> dict[str, float | None]:

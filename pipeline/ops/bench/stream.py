@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.core import records
-from pipeline.money.prices import CatalogEntry
+from pipeline.money.catalog import CatalogEntry
 from pipeline.ops.demo.sample import DemoUser
 from pipeline.stream.kafka_io import user_key
 

@@ -4,9 +4,7 @@ the price snapshot before the run and of the books after it."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -15,11 +13,13 @@ from typing import Any
 
 import psycopg
 
+from pipeline.books import reference
 from pipeline.core import records
-from pipeline.core.pricing import MarginConfig, Price
+from pipeline.core.pricing import MarginConfig
 from pipeline.money.reconcile import reconcile
 from pipeline.ops.chaos.verdict import Observed, PriceBook, Totals
 from pipeline.ops.devstack.ports import free_port
+from pipeline.ops.worker_process import kill_worker, start_worker, stop_worker
 from pipeline.stream import kafka_io
 
 PUBLISH_CHUNK = 100
@@ -46,33 +46,19 @@ class Worker:
             "WORKER_WEB_PORT": str(self.port),
             "USAGE_PIPELINE_STATE_DIR": str(self.state_dir),
         }
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "worker", "--loglevel", "warning"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+        self.process = start_worker(env, self.log, start_new_session=True)
         self.down_on_purpose = False
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(30)
+        if self.process is not None:
+            kill_worker(self.process)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.process is not None:
+            stop_worker(self.process)
 
     def log_size(self) -> int:
         return self.log.stat().st_size if self.log.is_file() else 0
@@ -142,33 +128,13 @@ class Publisher(threading.Thread):
 
 
 def price_book(conn: psycopg.Connection[Any]) -> PriceBook:
-    """The providers, prices and approved margins in force, read before the run."""
-    providers: dict[str, Any] = {}
-    for pid, name, api_type in conn.execute(
-        "SELECT id, name, api_type FROM providers WHERE is_enabled"
-    ):
-        providers.setdefault(name.lower(), pid)
-        providers.setdefault(api_type.lower(), pid)
-    prices: dict[tuple[Any, str], list[Price]] = {}
-    for row in conn.execute(
-        """
-        SELECT provider_id, model_name, input_price_per_1k, output_price_per_1k,
-               cache_input_price_per_1k, cache_hit_price_per_1k, effective_from, effective_until
-        FROM model_provider_pricing WHERE is_active
-        """
-    ):
-        prices.setdefault((row[0], row[1]), []).append(Price(*row))
-    margins = [
-        MarginConfig(*row)
-        for row in conn.execute(
-            """
-            SELECT id, scope_type, subscription_tier::text, provider_id, model_id,
-                   margin_multiplier, effective_from, effective_until
-            FROM pricing_configs WHERE approval_status = 'approved' AND is_active
-            """
-        )
-    ]
-    return PriceBook(providers, prices, margins)
+    """The providers, prices and approved margins in force, read before the run with the
+    worker's own SQL (the oracle resolves margins its own way, over this list)."""
+    return PriceBook(
+        reference.providers_by_name(conn.execute(reference.PROVIDERS_SQL)),
+        reference.prices_by_model(conn.execute(reference.PRICES_SQL)),
+        [MarginConfig(*row) for row in conn.execute(reference.MARGINS_SQL)],
+    )
 
 
 def observe(conn: psycopg.Connection[Any], letters: Counter[tuple[bytes, str]]) -> Observed:

@@ -17,16 +17,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from uuid import UUID
 
 from pipeline.core.events import Rejection, UsageEvent, decode
 from pipeline.core.pricing import (
-    MAX_VENDOR_COST,
     MarginConfig,
     Price,
-    TokenCounts,
-    charge,
-    price_in_effect,
+    price_event,
     resolve_margin,
 )
 from pipeline.errors import Reason
@@ -132,19 +130,14 @@ def _price(
         return Reason.UNKNOWN_PROVIDER, Decimal(0), 0
     if user.byok:
         return None, Decimal(0), 0
-    price = price_in_effect(book.prices.get((provider_id, event.model), []), event.started_at)
-    if price is None:
-        return Reason.UNKNOWN_MODEL, Decimal(0), 0
-    tier = user.tier or "free"
-    margin = resolve_margin(book.margins, tier, provider_id, event.model, event.started_at)
-    if margin is None:
-        return Reason.NO_PRICING_CONFIG, Decimal(0), 0
-    tokens = TokenCounts(
-        event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
-    )
-    cost = charge(tokens, price, margin.multiplier, usd_per_credit)
-    if cost.vendor_cost > MAX_VENDOR_COST or cost.credit_value_usd > MAX_VENDOR_COST:
-        return Reason.COST_OUT_OF_RANGE, Decimal(0), 0
+    prices = book.prices.get((provider_id, event.model), [])
+    # The margin is resolved the unmemoized way, over the snapshot's own list.
+    cost = price_event(
+        event, provider_id, user.tier or "free", prices, partial(resolve_margin, book.margins),
+        usd_per_credit,
+    )  # fmt: skip
+    if isinstance(cost, Rejection):
+        return cost.reason, Decimal(0), 0
     return None, cost.vendor_cost, cost.credits
 
 

@@ -152,6 +152,29 @@ def _migrated_template(pg_admin_url: str) -> Iterator[str]:
         _drop_database(pg_admin_url, name)
 
 
+@pytest.fixture(scope="session")
+def new_books(pg_admin_url: str, _migrated_template: str) -> Iterator[Callable[[], str]]:
+    """Fresh databases of the migrated schema with the seed's reference data, each a copy
+    of one template made once per session."""
+    from pipeline.schema import seed
+
+    template = _database_name("seeded")
+    url = _create_database(pg_admin_url, template, template=_migrated_template)
+    with psycopg.connect(url) as conn:
+        seed.seed(conn)
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(_database_name("books"))
+        return _create_database(pg_admin_url, made[-1], template=template)
+
+    try:
+        yield make
+    finally:
+        for name in [*made, template]:
+            _drop_database(pg_admin_url, name)
+
+
 @pytest.fixture
 def migrated_db(pg_admin_url: str, _migrated_template: str) -> Iterator[str]:
     name = _database_name("test")

@@ -38,7 +38,8 @@ def seeded_db(migrated_db: str) -> str:
 
 
 def count(conn: psycopg.Connection, table: str) -> int:
-    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    query = psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(table))
+    row = conn.execute(query).fetchone()
     assert row is not None
     return int(row[0])
 

@@ -269,14 +269,13 @@ def assert_ledger_holds_exactly_the_valid_requests(
 
 def assert_summaries_equal_ledger(h: Harness) -> None:
     """Our own SQL: each summary table, row for row, against its ledger sums."""
-    not_reversed = "d.status IS DISTINCT FROM 'reversed'"
     checks = {
         "token_usage_daily_summary": (
-            f"""
+            """
             SELECT u.user_id, (u.request_started_at AT TIME ZONE 'UTC')::date, count(*),
                    count(*) FILTER (WHERE u.status = 'success'), sum(u.input_tokens),
                    sum(u.output_tokens), sum(u.processing_time_ms), sum(u.vendor_cost),
-                   coalesce(sum(u.credits_deducted) FILTER (WHERE {not_reversed}), 0),
+                   coalesce(sum(u.credits_deducted) FILTER (WHERE d.status IS DISTINCT FROM 'reversed'), 0),
                    sum(u.gross_margin_usd)
             FROM token_usage_ledger u
             LEFT JOIN credit_deduction_ledger d ON d.id = u.deduction_record_id
@@ -290,9 +289,9 @@ def assert_summaries_equal_ledger(h: Harness) -> None:
             """,
         ),
         "credit_usage_daily_summary": (
-            f"""
+            """
             SELECT u.user_id, (u.request_started_at AT TIME ZONE 'UTC')::date,
-                   coalesce(sum(-d.amount) FILTER (WHERE {not_reversed}), 0), count(*),
+                   coalesce(sum(-d.amount) FILTER (WHERE d.status IS DISTINCT FROM 'reversed'), 0), count(*),
                    sum(u.vendor_cost), sum(u.gross_margin_usd)
             FROM token_usage_ledger u JOIN credit_deduction_ledger d ON d.id = u.deduction_record_id
             GROUP BY 1, 2
@@ -304,11 +303,11 @@ def assert_summaries_equal_ledger(h: Harness) -> None:
             """,
         ),
         "model_usage_daily_summary": (
-            f"""
+            """
             SELECT (u.request_started_at AT TIME ZONE 'UTC')::date, u.provider_id, u.model_id,
                    count(*), sum(u.input_tokens), sum(u.output_tokens),
                    sum(u.cached_input_tokens), sum(u.cache_write_tokens), sum(u.vendor_cost),
-                   coalesce(sum(u.credits_deducted) FILTER (WHERE {not_reversed}), 0),
+                   coalesce(sum(u.credits_deducted) FILTER (WHERE d.status IS DISTINCT FROM 'reversed'), 0),
                    sum(u.credit_value_usd)
             FROM token_usage_ledger u
             LEFT JOIN credit_deduction_ledger d ON d.id = u.deduction_record_id

@@ -10,6 +10,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from tests.integration.pipeline_harness import Harness, free_port, make_event, wait_for
-from tests.integration.test_pipeline import fresh_database, new_user
+from tests.integration.test_pipeline import new_user
 
 pytestmark = pytest.mark.integration
 
@@ -69,10 +70,10 @@ def matches_ledger(h: Harness, port: int, user: uuid.UUID) -> dict[str, Any] | N
 
 
 def test_live_view_equals_todays_ledger_and_ignores_duplicates(
-    pg_admin_url: str, kafka_bootstrap: str, tmp_path: Any
+    new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Any
 ) -> None:
     port = free_port()
-    h = Harness(fresh_database(pg_admin_url), kafka_bootstrap, env_overrides=LIVE)
+    h = Harness(new_books(), kafka_bootstrap, env_overrides=LIVE)
     h.env_overrides["WORKER_WEB_PORT"] = str(port)
     user, other = new_user(h, credits=10_000), new_user(h, credits=10_000)
     now = datetime.now(UTC)
@@ -126,9 +127,9 @@ def partition_of(user: uuid.UUID) -> int:
 
 
 def test_any_worker_answers_for_the_owner_of_the_users_partition(
-    pg_admin_url: str, kafka_bootstrap: str, tmp_path: Any
+    new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Any
 ) -> None:
-    first = Harness(fresh_database(pg_admin_url), kafka_bootstrap, env_overrides=LIVE)
+    first = Harness(new_books(), kafka_bootstrap, env_overrides=LIVE)
     second = Harness(
         first.database_url, kafka_bootstrap, tag=first.tag, env_overrides=LIVE
     )  # one consumer group

@@ -24,6 +24,7 @@ from pipeline.books.reference import ReferenceCache
 from pipeline.books.transaction import book_batch
 from pipeline.cli import main
 from pipeline.core.events import decode
+from pipeline.money.catalog import load_litellm
 from pipeline.money.credits import Grant, grant
 from pipeline.money.margins import MarginError, approve, propose
 from pipeline.money.movements import expire, reverse
@@ -121,9 +122,11 @@ def price_count(db: str) -> int:
 def test_litellm_import_twice_adds_nothing(db: str, catalog: Path) -> None:
     with psycopg.connect(db) as conn:
         first = import_litellm(conn, catalog, T1)
-    assert len(first.changes) > 3000
-    assert first.skipped["not_chat_model"] > 1000
-    assert first.skipped["missing_price"] > 0
+    parsed = load_litellm(catalog)  # the pure parse, counted on its own
+    assert len(first.changes) + first.unchanged == len(parsed.entries) > 3000
+    assert first.unchanged == 1  # the seed already has that price
+    assert first.skipped == parsed.skipped
+    assert first.skipped["not_chat_model"] > 1000 and first.skipped["missing_price"] > 0
     assert "mistral" in first.providers_created
     assert "OpenAI" not in first.providers_created
     # The seeded gpt-4o (0.005 / 0.015 since 2024-05-01) is replaced by the catalog's.

@@ -8,6 +8,7 @@ booked-up-to offset, rewind the group, exit, and book everything after the resta
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -15,7 +16,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.stream.usage_agent import EXIT_BATCH_NOT_BOOKED
 from tests.integration.pipeline_harness import Harness, make_event, wait_for
-from tests.integration.test_pipeline import assert_books_clean, fresh_database, new_user
+from tests.integration.test_pipeline import assert_books_clean, new_user
 
 
 async def _commit(bootstrap: str, group: str, topic: str, partition: int, offset: int) -> None:
@@ -32,12 +33,12 @@ async def _commit(bootstrap: str, group: str, topic: str, partition: int, offset
 
 
 def test_skipped_records_are_rewound_to_and_booked(
-    pg_admin_url: str, kafka_bootstrap: str, tmp_path: Path
+    new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     # A worker that exits without leaving the group holds its partitions for the
     # session timeout; Faust reads BROKER_SESSION_TIMEOUT from the environment.
     h = Harness(
-        fresh_database(pg_admin_url),
+        new_books(),
         kafka_bootstrap,
         env_overrides={"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"},
     )

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from ruamel.yaml import YAML
 
 from pipeline.stream import metrics
 from tests.integration.pipeline_harness import REPO, Harness, free_port, make_event, wait_for
-from tests.integration.test_pipeline import fresh_database, new_user
+from tests.integration.test_pipeline import new_user
 
 pytestmark = pytest.mark.integration
 
@@ -86,9 +86,9 @@ def test_alert_rules_name_only_exported_metrics() -> None:
 
 @pytest.fixture
 def worker(
-    pg_admin_url: str, kafka_bootstrap: str, tmp_path: Path
+    new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Path
 ) -> Iterator[tuple[Harness, int]]:
-    h = Harness(fresh_database(pg_admin_url), kafka_bootstrap)
+    h = Harness(new_books(), kafka_bootstrap)
     port = free_port()
     h.log_path = tmp_path / "worker.log"
     env = h.env() | {"WORKER_WEB_PORT": str(port), "LOG_FORMAT": "json"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,6 @@ import pytest
 from pipeline.money.credits import Grant, grant
 from pipeline.money.reconcile import reconcile
 from pipeline.ops.demo.sample import generate
-from pipeline.schema import migrations, seed
 from tests.integration.pipeline_harness import Harness, make_event, wait_for
 
 pytestmark = pytest.mark.integration
@@ -26,21 +26,10 @@ pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
 
 
-def fresh_database(admin_url: str) -> str:
-    name = f"pipe_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-    with psycopg.connect(url) as conn:
-        migrations.migrate(conn)
-        seed.seed(conn)
-    return url
-
-
 @pytest.fixture(scope="module")
-def harness(pg_admin_url: str, kafka_bootstrap: str, tmp_path_factory: Any) -> Any:
+def harness(new_books: Callable[[], str], kafka_bootstrap: str, tmp_path_factory: Any) -> Any:
     h = Harness(
-        fresh_database(pg_admin_url),
+        new_books(),
         kafka_bootstrap,
         env_overrides={"EXPIRY_INTERVAL_SECONDS": "1"},
     )
@@ -400,11 +389,9 @@ def test_one_user_with_hundreds_of_events_keeps_an_exact_chain(harness: Harness)
 
 
 def test_sigkill_mid_stream_loses_nothing_and_charges_nothing_twice(
-    pg_admin_url: str, kafka_bootstrap: str, tmp_path: Any
+    new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Any
 ) -> None:
-    h = Harness(
-        fresh_database(pg_admin_url), kafka_bootstrap, env_overrides={"BATCH_MAX_EVENTS": "100"}
-    )
+    h = Harness(new_books(), kafka_bootstrap, env_overrides={"BATCH_MAX_EVENTS": "100"})
     with psycopg.connect(h.database_url) as conn:
         from pipeline.ops.demo.sample import DEMO_USERS
         from pipeline.ops.demo.users import setup_users

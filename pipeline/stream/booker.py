@@ -4,11 +4,13 @@ Independent of Faust: the agent hands over raw messages and a `send` function. N
 here returns before the batch is either committed or the process is told it cannot be
 (`BatchNotBooked`), because the caller acknowledges the offsets right after.
 
-Failures, as data:
-* retriable (connection lost, serialization failure, deadlock, a request booked by a
-  concurrent batch, Kafka send failed): the whole transaction is retried with backoff;
-* a permanent database error (a value the schema refuses): the batch is split in halves
-  until the one event that causes it is alone, and that event is dead-lettered.
+Failures, as data (`pipeline.books.faults` decides by SQLSTATE class):
+* a value the schema refuses (classes 22 and 23, but a unique violation): the batch is
+  split in halves until the one event that causes it is alone, and that event is
+  dead-lettered;
+* anything else (the database or the network failed, a request booked by a concurrent
+  batch, a privilege or a table missing, a read-only server, Kafka send failed): the whole
+  transaction is retried with backoff, and no event is blamed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from pipeline.books import offsets
 from pipeline.books import transaction as books
+from pipeline.books.faults import blames_the_event
 from pipeline.books.offsets import Gap, SkippedRecords, Span, spans
 from pipeline.books.reference import ReferenceCache
 from pipeline.books.stages import StageClock, timed
@@ -41,18 +44,6 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 """send(topic, key, value, headers): publish one record and wait for the broker's ack."""
-
-RETRIABLE_DB_ERRORS = (
-    psycopg.OperationalError,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.UniqueViolation,
-    psycopg.errors.LockNotAvailable,
-    psycopg.errors.AdminShutdown,
-    psycopg.errors.CannotConnectNow,
-    PoolTimeout,
-)
-
 
 Chunk = tuple[list[SourceMessage], list[Decoded]]
 """One transaction's events: a message each (a batch record's events carry their index)
@@ -196,26 +187,27 @@ class Booker:
                     await offsets.mark_rewound(conn, self.config.consumer_group, skipped.gaps)
                 result.gaps.extend(skipped.gaps)
                 return
-            except (*RETRIABLE_DB_ERRORS, KafkaSendError) as exc:
+            except (psycopg.Error, PoolTimeout, KafkaSendError) as exc:
+                if isinstance(exc, psycopg.Error) and blames_the_event(exc):
+                    if len(messages) == 1:
+                        decoded = [Rejection(Reason.DATABASE_REJECTED, _one_line(exc))]
+                        continue
+                    half = len(messages) // 2
+                    log.warning("batch of %d refused (%r): splitting", len(messages), exc)
+                    await self._book(messages[:half], decoded[:half], result)
+                    if not result.gaps:
+                        await self._book(messages[half:], decoded[half:], result)
+                    return
                 attempt += 1
                 result.retries += 1
                 delay = min(self.config.max_backoff_seconds, 0.05 * 2**attempt)
                 log.warning(
-                    "batch of %d: retry %d in %.2fs: %r", len(messages), attempt, delay, exc
-                )
+                    "batch of %d: retry %d in %.2fs (SQLSTATE %s, not the events' fault): %r",
+                    len(messages), attempt, delay, getattr(exc, "sqlstate", None), exc,
+                )  # fmt: skip
                 if self.stopping.is_set():
                     raise BatchNotBooked(str(exc)) from exc
                 await asyncio.sleep(delay * (0.5 + random.random()))
-            except psycopg.Error as exc:
-                if len(messages) == 1:
-                    decoded = [Rejection(Reason.DATABASE_REJECTED, _one_line(exc))]
-                    continue
-                half = len(messages) // 2
-                log.warning("batch of %d refused (%r): splitting", len(messages), exc)
-                await self._book(messages[:half], decoded[:half], result)
-                if not result.gaps:
-                    await self._book(messages[half:], decoded[half:], result)
-                return
 
     def _consumed(self, messages: list[SourceMessage]) -> tuple[str, list[Span]]:
         return self.config.consumer_group, spans((m.topic, m.partition, m.offset) for m in messages)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.schema import seed
@@ -90,9 +93,9 @@ def test_a_value_the_schema_refuses_dead_letters_that_event_alone(books: str) ->
     poison = uuid.uuid4()
     with psycopg.connect(books) as conn:  # a rule the decoder does not know
         conn.execute(
-            psycopg.sql.SQL(
+            sql.SQL(
                 "ALTER TABLE token_usage_ledger ADD CONSTRAINT not_this_one CHECK (request_id <> {})"
-            ).format(psycopg.sql.Literal(str(poison)))
+            ).format(sql.Literal(str(poison)))
         )
     good = [event(user) for _ in range(5)]
     bad = event(user, request_id=str(poison))
@@ -114,3 +117,94 @@ def test_a_stopping_worker_gives_up_a_batch_it_cannot_commit(books: str) -> None
         book(books, records(event(user), b"{not json"), Sink(failures=100), stopping=True)
     assert rows(books, "SELECT count(*) FROM token_usage_ledger") == [(0,)]
     assert rows(books, "SELECT count(*) FROM consumer_offsets") == [(0,)]
+
+
+async def _book_through_a_fault(
+    url: str, messages: list[SourceMessage], sink: Sink, caplog: pytest.LogCaptureFixture,
+    fix: Callable[[], None],
+) -> BatchResult:  # fmt: skip
+    """Book while the fault lasts: once the booker has retried twice, `fix` it."""
+    config = BookingConfig(
+        "dlq", "alerts", Decimal("0.001"), 0, timedelta(minutes=5), consumer_group="test",
+        max_backoff_seconds=0.2,
+    )  # fmt: skip
+    async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
+        booker = Booker(pool, sink, config)
+        [(events, decoded)] = list(booker.chunks(messages))
+        task = asyncio.ensure_future(booker.book(events, decoded))
+        deadline = asyncio.get_running_loop().time() + 30
+        while sum("not the events' fault" in r.getMessage() for r in caplog.records) < 2:
+            assert not task.done(), "booked through the fault"
+            assert asyncio.get_running_loop().time() < deadline, "no retry within 30 s"
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(fix)
+        return await asyncio.wait_for(task, 30)
+
+
+def _as_role(url: str, role: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, user=role)
+
+
+@pytest.fixture
+def writer(books: str, pg_admin_url: str) -> Iterator[str]:
+    """A login in the worker's role `pipeline_writer` (superusers ignore privileges)."""
+    role = f"writer_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE pipeline_writer").format(sql.Identifier(role))
+        )
+    try:
+        yield role
+    finally:
+        with psycopg.connect(books, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+FAULTS = {
+    # name: (break it, fix it), each run as the database owner
+    "INSERT on the usage ledger revoked": (
+        ["REVOKE INSERT ON token_usage_ledger FROM pipeline_writer"],
+        ["GRANT INSERT ON token_usage_ledger TO pipeline_writer"],
+    ),
+    "a migration missing (a summary table)": (
+        ["ALTER TABLE model_usage_daily_summary RENAME TO model_usage_daily_summary_away"],
+        ["ALTER TABLE model_usage_daily_summary_away RENAME TO model_usage_daily_summary"],
+    ),
+    "the server read-only, then a failover": (
+        ["ALTER ROLE {role} SET default_transaction_read_only = on"],
+        [  # the sessions of the read-only server end; new ones are writable
+            "ALTER ROLE {role} RESET default_transaction_read_only",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_fault_of_ours_is_retried_and_blames_no_event(
+    books: str, writer: str, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = new_user(books, credits=10_000)
+    good = [event(user) for _ in range(4)]
+    breaking, fixing = ([q.format(role=writer) for q in qs] for qs in FAULTS[fault])
+
+    def run(queries: list[str]) -> None:
+        with psycopg.connect(books, autocommit=True) as conn:
+            for query in queries:
+                conn.execute(query)
+
+    run(breaking)
+
+    sink = Sink()
+    caplog.set_level(logging.WARNING, logger="pipeline.stream.booker")
+    result = asyncio.run(
+        _book_through_a_fault(
+            _as_role(books, writer), records(*good, b"{bad"), sink, caplog, lambda: run(fixing)
+        )
+    )
+    assert result.retries >= 2
+    assert result.outcomes == {"charged": 4, "rejected": 1}
+    assert [value for _, _, value, _ in sink.sent] == [b"{bad"]  # only the malformed record
+    assert rows(books, "SELECT count(*) FROM token_usage_ledger") == [(4,)]

@@ -37,7 +37,7 @@ from pipeline.core.events import Decoded, Rejection
 from pipeline.core.plan import BatchPlan
 from pipeline.core.records import decode_record, is_batch
 from pipeline.errors import Reason
-from pipeline.stream import alerts
+from pipeline.stream import outbox
 from pipeline.stream.dlq import SourceMessage, dead_letter, to_headers
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class BatchResult:
     rejected: dict[str, int] = field(default_factory=dict)
     retries: int = 0
     alerts_published: int = 0
-    """Alerts of the outbox published right after the commit (`pipeline.stream.alerts`)."""
+    """Alerts of the outbox published right after the commit (`pipeline.stream.outbox`)."""
     plans: list[BatchPlan] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     """Skipped records found instead of booking: the caller must rewind and restart."""
@@ -155,7 +155,7 @@ class Booker:
         await self._book(events, decoded, result)
         if any(p.alerts for p in result.plans):
             try:
-                result.alerts_published = await alerts.publish_pending(
+                result.alerts_published = await outbox.publish_pending(
                     self.pool, self.send, self.config.alerts_topic
                 )
             except Exception as exc:  # committed: the outbox keeps them for the timer

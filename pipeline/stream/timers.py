@@ -12,7 +12,7 @@ import psycopg
 
 from pipeline.money.movements import expire
 from pipeline.settings import Settings
-from pipeline.stream import alerts
+from pipeline.stream import outbox
 from pipeline.stream.booker import Booker
 from pipeline.stream.metrics import Metrics, consumer_lag, set_lag
 
@@ -33,7 +33,7 @@ def install(
     @app.timer(interval=ALERT_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
     async def flush_alerts() -> None:
         try:
-            published = await alerts.publish_pending(
+            published = await outbox.publish_pending(
                 booker.pool, booker.send, settings.alerts_topic
             )
             metrics.alerts_published.inc(published)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.events import Rejection, UsageEvent, decode
 from pipeline.money.catalog import CatalogEntry, PriceRow, ProviderRef
-from pipeline.ops.bench import measure, results, stats, stream
+from pipeline.ops.bench import measure, results, stats, traffic
 from pipeline.ops.devstack.waiting import wait_until
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -34,17 +34,17 @@ def _entries() -> list[CatalogEntry]:
     return out
 
 
-MODELS = stream.pick_models(_entries())
-USERS = stream.make_users(40)
+MODELS = traffic.pick_models(_entries())
+USERS = traffic.make_users(40)
 
 
 def test_models_are_affordable_popular_and_weighted() -> None:
     assert {m.provider for m in MODELS} == {"openai", "anthropic", "google", "mistral"}
     assert all(not m.model.endswith("-m0") for m in MODELS)  # over the price caps
     assert sum(m.weight for m in MODELS) == pytest.approx(
-        sum(stream.PROVIDER_SHARE[p] for p in ("openai", "anthropic", "google", "mistral"))
+        sum(traffic.PROVIDER_SHARE[p] for p in ("openai", "anthropic", "google", "mistral"))
     )
-    assert stream.pick_models(_entries()) == MODELS  # seeded
+    assert traffic.pick_models(_entries()) == MODELS  # seeded
 
 
 def test_users_are_heavy_tailed_with_every_tier() -> None:
@@ -57,7 +57,7 @@ def test_users_are_heavy_tailed_with_every_tier() -> None:
 
 @pytest.mark.parametrize("count", [100, 1000, 2345])
 def test_duplicate_and_malformed_shares_are_exact(count: int) -> None:
-    s = stream.generate(count, NOW, MODELS, USERS, seed=3)
+    s = traffic.generate(count, NOW, MODELS, USERS, seed=3)
     assert len(s.lines) == len(s.keys) == len(s.request_ids) == count
     assert s.duplicates == round(count * 0.05)
     assert s.malformed == round(count * 0.01)
@@ -67,7 +67,7 @@ def test_duplicate_and_malformed_shares_are_exact(count: int) -> None:
 
 
 def test_every_record_decodes_as_its_kind_and_redeliveries_follow_their_original() -> None:
-    s = stream.generate(3000, NOW, MODELS, USERS, seed=11)
+    s = traffic.generate(3000, NOW, MODELS, USERS, seed=11)
     seen: dict[bytes, int] = {}
     late = 0
     for i, (line, request_id) in enumerate(zip(s.lines, s.request_ids, strict=True)):
@@ -83,21 +83,21 @@ def test_every_record_decodes_as_its_kind_and_redeliveries_follow_their_original
         else:
             seen[line] = i
             late += decoded.started_at < NOW - timedelta(minutes=30)
-        assert decoded.input_tokens <= stream.MAX_PROMPT_TOKENS
+        assert decoded.input_tokens <= traffic.MAX_PROMPT_TOKENS
     assert late == s.late > 0
     assert len(seen) == s.unique_valid
 
 
 def test_same_seed_same_stream_other_seed_other_ids() -> None:
-    a = stream.generate(500, NOW, MODELS, USERS, seed=5)
-    b = stream.generate(500, NOW, MODELS, USERS, seed=5)
-    c = stream.generate(500, NOW, MODELS, USERS, seed=6)
+    a = traffic.generate(500, NOW, MODELS, USERS, seed=5)
+    b = traffic.generate(500, NOW, MODELS, USERS, seed=5)
+    c = traffic.generate(500, NOW, MODELS, USERS, seed=6)
     assert a.lines == b.lines
     assert not a.valid_ids() & c.valid_ids()
 
 
 def test_cache_tokens_and_provider_shapes_appear() -> None:
-    s = stream.generate(2000, NOW, MODELS, USERS, seed=1)
+    s = traffic.generate(2000, NOW, MODELS, USERS, seed=1)
     events = [json.loads(x) for x, r in zip(s.lines, s.request_ids, strict=True) if r]
     assert any(e.get("cached_input_tokens") for e in events)
     assert any(e.get("cache_write_tokens") for e in events)
@@ -107,7 +107,7 @@ def test_cache_tokens_and_provider_shapes_appear() -> None:
 
 def test_generator_refuses_nothing_to_generate() -> None:
     with pytest.raises(ValueError):
-        stream.generate(0, NOW, MODELS, USERS)
+        traffic.generate(0, NOW, MODELS, USERS)
 
 
 def test_percentiles_interpolate_like_numpy() -> None:

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.ops.devstack import kafka_config, postgres, process, stack, toolchain
-from pipeline.ops.devstack.errors import INSTALL_HINT, ToolMissing
 from pipeline.ops.devstack.ports import free_ports, port_is_free
+from pipeline.ops.devstack.stack_errors import INSTALL_HINT, ToolMissing
 from pipeline.ops.devstack.state import Ports, StackPaths, parse_ports, render_ports
 from pipeline.ops.devstack.waiting import wait_until
 

@@ -17,8 +17,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipeline.books.stages import StageClock, per_event
 from pipeline.core.records import partition_of
-from pipeline.ops.bench.stack import BenchStack
-from pipeline.ops.bench.stream import Stream
+from pipeline.ops.bench.bench_stack import BenchStack
+from pipeline.ops.bench.traffic import Stream
 from pipeline.stream import heap
 from pipeline.stream.booker import Booker, BookingConfig
 from pipeline.stream.dlq import SourceMessage

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaProducer
 
-from pipeline.ops.bench.stream import Stream
+from pipeline.ops.bench.traffic import Stream
 
 TICK_SECONDS = 0.002
 SETTLE_EVERY = 5000

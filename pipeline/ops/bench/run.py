@@ -11,8 +11,8 @@ from typing import Any
 
 from pipeline.core.records import BATCH_RECORD_MAX
 from pipeline.money.catalog import load_litellm
-from pipeline.ops.bench import results, runners, stream, sweep
-from pipeline.ops.bench.stack import bench_stack, machine, prepare_template
+from pipeline.ops.bench import results, runners, sweep, traffic
+from pipeline.ops.bench.bench_stack import bench_stack, machine, prepare_template
 from pipeline.settings import Settings
 
 
@@ -43,8 +43,8 @@ def run_bench(
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     prices = load_litellm(params.catalog)
-    models = stream.pick_models(prices.entries, params.seed)
-    users = stream.make_users(params.users)
+    models = traffic.pick_models(prices.entries, params.seed)
+    users = traffic.make_users(params.users)
     now = datetime.now(UTC)
     runs: list[dict[str, Any]] = []
     with bench_stack(settings, progress) as stack:
@@ -59,7 +59,7 @@ def run_bench(
             ctx = runners.Context(
                 stack, base_env, tag, params.deadline_seconds, params.baseline_seconds, progress
             )
-            events = stream.generate(
+            events = traffic.generate(
                 params.events, datetime.now(UTC), models, users, seed=params.seed + n
             )
             progress(
@@ -69,9 +69,9 @@ def run_bench(
             )
             finished, published, stages = runners.side_by_side(ctx, events, params.batch_size)
 
-            def make(count: int, index: int, n: int = n) -> stream.Stream:
+            def make(count: int, index: int, n: int = n) -> traffic.Stream:
                 seed = (params.seed + 1000 * (n + 1) + index) & 0xFFFFFFFF
-                return stream.generate(count, datetime.now(UTC), models, users, seed=seed)
+                return traffic.generate(count, datetime.now(UTC), models, users, seed=seed)
 
             points = sweep.rate_sweep(ctx, params.rates, params.sweep_seconds, make)
             points += sweep.rate_sweep(

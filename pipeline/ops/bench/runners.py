@@ -29,9 +29,9 @@ import psycopg
 
 from pipeline.ops import worker_process
 from pipeline.ops.bench import measure, profile, stats
+from pipeline.ops.bench.bench_stack import BenchStack
 from pipeline.ops.bench.publish import Published, first_publish_ms, publish
-from pipeline.ops.bench.stack import BenchStack
-from pipeline.ops.bench.stream import Stream, as_batch_records
+from pipeline.ops.bench.traffic import Stream, as_batch_records
 from pipeline.ops.devstack.ports import free_port
 from pipeline.ops.devstack.waiting import wait_until
 from pipeline.stream import kafka_io

@@ -22,7 +22,7 @@ from pipeline.core.records import BATCH_RECORD_MAX
 from pipeline.ops.bench import measure, stats
 from pipeline.ops.bench.publish import Published, first_publish_ms, publish
 from pipeline.ops.bench.runners import Context, start_worker, stop, wait_rows
-from pipeline.ops.bench.stream import Stream, as_batch_records
+from pipeline.ops.bench.traffic import Stream, as_batch_records
 from pipeline.stream import kafka_io
 
 WARMUP_EVENTS = 500

@@ -6,7 +6,6 @@ in the ``state_dir`` setting.
 pipeline's settings find them (`pipeline.settings.from_environment`); `down` removes it.
 """
 
-from pipeline.ops.devstack.errors import StackError, StackNotRunning, ToolMissing
 from pipeline.ops.devstack.stack import (
     ComponentStatus,
     StackEnv,
@@ -19,6 +18,7 @@ from pipeline.ops.devstack.stack import (
     status,
     up,
 )
+from pipeline.ops.devstack.stack_errors import StackError, StackNotRunning, ToolMissing
 
 __all__ = [
     "ComponentStatus",

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.ops.devstack import process, toolchain
-from pipeline.ops.devstack.errors import StackError
 from pipeline.ops.devstack.kafka_config import (
     broker_argv,
     cluster_id,
@@ -23,6 +22,7 @@ from pipeline.ops.devstack.kafka_config import (
     server_properties,
 )
 from pipeline.ops.devstack.ports import LOOPBACK, accepts_connections
+from pipeline.ops.devstack.stack_errors import StackError
 from pipeline.ops.devstack.state import StackPaths, write_atomically
 from pipeline.ops.devstack.waiting import wait_until
 

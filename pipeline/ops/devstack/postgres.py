@@ -21,8 +21,8 @@ import psycopg.errors
 from psycopg import sql
 
 from pipeline.ops.devstack import process
-from pipeline.ops.devstack.errors import StackError
 from pipeline.ops.devstack.ports import LOOPBACK
+from pipeline.ops.devstack.stack_errors import StackError
 from pipeline.ops.devstack.state import StackPaths
 from pipeline.ops.devstack.waiting import wait_until
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict
 
 from pipeline.ops.devstack import kafka, postgres, toolchain
-from pipeline.ops.devstack.errors import StackNotRunning
 from pipeline.ops.devstack.ports import LOOPBACK, free_ports
+from pipeline.ops.devstack.stack_errors import StackNotRunning
 from pipeline.ops.devstack.state import Ports, StackPaths, locked, read_ports, write_ports
 from pipeline.settings import STACK_ENV, Settings
 

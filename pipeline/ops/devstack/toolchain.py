@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import REPOSITORY
-from pipeline.ops.devstack.errors import INSTALL_HINT, StackError, ToolMissing
+from pipeline.ops.devstack.stack_errors import INSTALL_HINT, StackError, ToolMissing
 from pipeline.ops.devstack.state import StackPaths, write_atomically
 
 DEFAULT_POM = REPOSITORY / "deploy" / "kafka" / "pom.xml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -20,10 +21,29 @@ def load_settings() -> Settings:
         raise click.UsageError(f"bad setting {name}: {first['msg']}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group: a server that cannot be reached is a one-line error, whichever
+    command found it."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from pipeline.cli.addresses import unreachable
+
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            why = unreachable(ctx.obj, exc) if isinstance(ctx.obj, Settings) else None
+            if why is None:
+                raise
+            raise click.ClickException(why) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Usage-and-credit pipeline for LLM gateways."""
+    # aiokafka logs each failed connection before it raises; a command reports the error
+    # itself, in one line (the worker turns aiokafka's logs back on).
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     ctx.obj = load_settings()
 
 

@@ -1,8 +1,11 @@
-"""The servers' addresses for the command modules, as one-line errors when unset."""
+"""The servers' addresses for the command modules, and the one-line errors of a server
+that is not set, not reachable, or refuses us."""
 
 from __future__ import annotations
 
 import click
+import psycopg
+from aiokafka.errors import KafkaConnectionError
 
 from pipeline import settings as configured
 from pipeline.settings import AddressMissing, Settings
@@ -26,3 +29,28 @@ def kafka_bootstrap(settings: Settings) -> str:
         return configured.kafka_bootstrap(settings)
     except AddressMissing as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def unreachable(settings: Settings, exc: BaseException) -> str | None:
+    """The one-line error of a server we could not reach (or that refused us), naming the
+    setting and the address (never a password); None for any other error."""
+    if isinstance(exc, KafkaConnectionError):
+        address = settings.kafka_bootstrap_servers
+        return f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={address}: {_first_line(exc)}"
+    if isinstance(exc, psycopg.OperationalError):
+        return f"cannot use PostgreSQL at DATABASE_URL ({_where(settings)}): {_first_line(exc)}"
+    return None
+
+
+def _where(settings: Settings) -> str:
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(settings.database_url or "")
+    except psycopg.ProgrammingError:
+        return "unparseable"
+    host, port, name = parts.get("host", "localhost"), parts.get("port", 5432), parts.get("dbname")
+    return f"{host}:{port}/{name}" if name else f"{host}:{port}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

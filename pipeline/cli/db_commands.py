@@ -88,6 +88,8 @@ def _connection(settings: Settings) -> Iterator[psycopg.Connection]:
             yield conn
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
+    except psycopg.OperationalError:
+        raise  # the command group names the server (`cli.addresses.unreachable`)
     except psycopg.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise click.ClickException(f"database error: {message}") from None

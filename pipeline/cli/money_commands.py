@@ -81,8 +81,6 @@ def connect(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
             yield conn
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"database: {exc}".strip()) from None
 
 
 def _usd(amount: Decimal) -> str:

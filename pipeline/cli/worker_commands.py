@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import click
+import psycopg
 
 from pipeline.cli.addresses import stack_urls
 from pipeline.settings import Settings
+from pipeline.stream import kafka_io
 
 
 @click.command()
@@ -18,6 +23,11 @@ def worker(settings: Settings, loglevel: str) -> None:
     from pipeline.stream.app import create_app
 
     database_url, bootstrap = stack_urls(settings)
+    # Both servers answer before Faust starts: an unreachable one is a one-line error here
+    # (the command group's), not a Faust traceback. Later the worker rides out outages.
+    psycopg.connect(database_url, connect_timeout=10).close()
+    asyncio.run(kafka_io.reachable(bootstrap))
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the worker's logs are Faust's
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings, database_url, bootstrap)
     Worker(app, loglevel=loglevel).execute_from_commandline()

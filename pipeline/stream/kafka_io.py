@@ -66,6 +66,15 @@ async def _settle(pending: list, on_sent: Callable[[int], None]) -> int:  # type
     return count
 
 
+async def reachable(bootstrap: str) -> None:
+    """Return once a broker of `bootstrap` answers; KafkaConnectionError if none does."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+    finally:
+        await admin.close()
+
+
 async def partitions(bootstrap: str, topic: str) -> set[int]:
     """Partitions of `topic`; empty if it does not exist."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     """DATABASE_URL: PostgreSQL conninfo; unset means the embedded server of `dev up`."""
 
+    worker_database_url: str | None = Field(default=None, validation_alias="WORKER_DATABASE_URL")
+    """WORKER_DATABASE_URL: the worker's own login (`db grant-login NAME --role
+    pipeline_writer`), so the ledgers' privileges bind it; unset means DATABASE_URL."""
+
     kafka_bootstrap_servers: str | None = Field(
         default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )

@@ -38,17 +38,20 @@ def unreachable(settings: Settings, exc: BaseException) -> str | None:
         address = settings.kafka_bootstrap_servers
         return f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={address}: {_first_line(exc)}"
     if isinstance(exc, psycopg.OperationalError):
-        return f"cannot use PostgreSQL at DATABASE_URL ({_where(settings)}): {_first_line(exc)}"
+        return database_unusable("DATABASE_URL", settings.database_url or "", exc)
     return None
 
 
-def _where(settings: Settings) -> str:
+def database_unusable(setting: str, url: str, exc: BaseException) -> str:
+    """The one line for a PostgreSQL server at `url` (named by `setting`) that failed us."""
     try:
-        parts = psycopg.conninfo.conninfo_to_dict(settings.database_url or "")
+        parts = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
-        return "unparseable"
-    host, port, name = parts.get("host", "localhost"), parts.get("port", 5432), parts.get("dbname")
-    return f"{host}:{port}/{name}" if name else f"{host}:{port}"
+        parts = {}
+    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
+    if parts.get("dbname"):
+        where += f"/{parts['dbname']}"
+    return f"cannot use PostgreSQL at {setting} ({where}): {_first_line(exc)}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,7 +9,7 @@ import click
 import psycopg
 
 from pipeline.errors import PipelineError
-from pipeline.schema import migrations
+from pipeline.schema import logins, migrations
 from pipeline.schema.seed import seed as seed_reference_data
 from pipeline.settings import Settings, database_url
 
@@ -93,3 +93,28 @@ def _connection(settings: Settings) -> Iterator[psycopg.Connection]:
     except psycopg.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise click.ClickException(f"database error: {message}") from None
+
+
+@db.command(name="grant-login")
+@click.argument("name")
+@click.option(
+    "--role", required=True, type=click.Choice(logins.GROUP_ROLES),
+    help="pipeline_writer for a worker, finance_reader for finance's reports.",
+)  # fmt: skip
+@click.option(
+    "--password-stdin", is_flag=True,
+    help="Read the password from stdin instead of generating one.",
+)  # fmt: skip
+@click.pass_obj
+def grant_login(settings: Settings, name: str, role: str, password_stdin: bool) -> None:
+    """Create or update the LOGIN role NAME as a member of ROLE (and of no other group
+    role). A generated password is printed once, on stdout; it is never logged."""
+    generated = None if password_stdin else logins.new_password()
+    password = generated or click.get_text_stream("stdin").readline().strip()
+    if not password:
+        raise click.UsageError("--password-stdin: stdin holds no password")
+    with _connection(settings) as conn:
+        created = logins.grant_login(conn, name, role, password)
+    click.echo(f"{'created' if created else 'updated'} login {name} in {role}", err=True)
+    if generated is not None:
+        click.echo(generated)

@@ -8,7 +8,8 @@ import logging
 import click
 import psycopg
 
-from pipeline.cli.addresses import stack_urls
+from pipeline.cli.addresses import database_unusable, kafka_bootstrap
+from pipeline.cli.addresses import database_url as owner_database_url
 from pipeline.settings import Settings
 from pipeline.stream import kafka_io
 
@@ -22,10 +23,16 @@ def worker(settings: Settings, loglevel: str) -> None:
 
     from pipeline.stream.app import create_app
 
-    database_url, bootstrap = stack_urls(settings)
-    # Both servers answer before Faust starts: an unreachable one is a one-line error here
-    # (the command group's), not a Faust traceback. Later the worker rides out outages.
-    psycopg.connect(database_url, connect_timeout=10).close()
+    bootstrap = kafka_bootstrap(settings)
+    setting = "WORKER_DATABASE_URL" if settings.worker_database_url else "DATABASE_URL"
+    database_url = settings.worker_database_url or owner_database_url(settings)
+    # Both servers answer before Faust starts: an unreachable one is a one-line error here,
+    # not a Faust traceback (Kafka's is the command group's). Later the worker rides out
+    # either going away.
+    try:
+        psycopg.connect(database_url, connect_timeout=10).close()
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(database_unusable(setting, database_url, exc)) from None
     asyncio.run(kafka_io.reachable(bootstrap))
     logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the worker's logs are Faust's
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)

@@ -185,7 +185,7 @@ def charge(
     )
 
 
-MarginOf = Callable[[str, UUID, str, datetime], "MarginConfig | None"]
+MarginOf = Callable[[str, UUID, str, datetime], MarginConfig | None]
 """(tier, provider id, model, at) -> the margin config that applies, if any."""
 
 

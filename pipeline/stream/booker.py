@@ -18,13 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
-import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from pipeline.books import offsets
@@ -39,11 +38,9 @@ from pipeline.core.records import decode_record, is_batch
 from pipeline.errors import Reason
 from pipeline.stream import outbox
 from pipeline.stream.dlq import SourceMessage, dead_letter, to_headers
+from pipeline.stream.kafka_io import Send
 
 log = logging.getLogger(__name__)
-
-Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
-"""send(topic, key, value, headers): publish one record and wait for the broker's ack."""
 
 Chunk = tuple[list[SourceMessage], list[Decoded]]
 """One transaction's events: a message each (a batch record's events carry their index)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -12,6 +12,9 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExist
 
 from pipeline.errors import PipelineError
 from pipeline.stream.dlq import DeadLetter, from_record
+
+Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+"""send(topic, key, value, headers): publish one record and wait for the broker's ack."""
 
 
 @dataclass(frozen=True, slots=True)

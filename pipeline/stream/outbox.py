@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+from pipeline.stream.kafka_io import Send
 
 
 async def publish_pending(pool: AsyncConnectionPool, send: Send, topic: str) -> int:

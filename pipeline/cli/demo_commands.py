@@ -20,7 +20,7 @@ from pipeline.ops.demo import sample
 from pipeline.ops.demo import users as demo
 from pipeline.ops.devstack.waiting import wait_until
 from pipeline.ops.worker_process import start_worker, stop_worker
-from pipeline.schema import migrations, seed
+from pipeline.schema import logins, migrations, seed
 from pipeline.settings import Settings
 from pipeline.stream import kafka_io
 
@@ -45,6 +45,7 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
         click.echo(f"seed: {seed.seed(conn)}")
         now = datetime.now(UTC)
         demo.setup_users(conn, sample.DEMO_USERS, now)
+        worker_url = logins.worker_login_url(conn, database_url)  # the worker's own login
     # A new seed per run: the same seed twice replays the same request ids with new times,
     # which the books rightly reject as conflicting duplicates.
     generated = sample.generate(events, now, seed=rng_seed or random.randrange(2**32))
@@ -57,7 +58,7 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
     asyncio.run(kafka_io.publish(bootstrap, settings.usage_topic, records))
 
     log_path = settings.state_dir / "demo-worker.log"
-    worker_env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    worker_env = dict(os.environ, WORKER_DATABASE_URL=worker_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
     worker = start_worker(worker_env, log_path)
     try:
         started = time.monotonic()

@@ -42,6 +42,18 @@ def scram_verifier(password: str, salt: bytes, iterations: int = SCRAM_ITERATION
     return f"SCRAM-SHA-256${iterations}:{b64[0]}${b64[1]}:{b64[2]}"
 
 
+WORKER_LOGIN = "usage_worker"
+"""The worker's login where the product makes it itself (the demo, the chaos drill)."""
+
+
+def worker_login_url(conn: psycopg.Connection[Any], owner_url: str) -> str:
+    """Make WORKER_LOGIN (or give it a new password) and return its conninfo: the owner's
+    with the login's user and password."""
+    password = new_password()
+    grant_login(conn, WORKER_LOGIN, "pipeline_writer", password)
+    return psycopg.conninfo.make_conninfo(owner_url, user=WORKER_LOGIN, password=password)
+
+
 def grant_login(conn: psycopg.Connection[Any], name: str, role: str, password: str) -> bool:
     """Make `name` a LOGIN role with `password`, a member of `role` and of no other group
     role; returns whether it was created (False: an existing login was updated)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import psycopg
 import pytest
 from ruamel.yaml import YAML
 
@@ -338,3 +339,15 @@ def test_compose_wires_worker_prometheus_and_grafana_by_service_name() -> None:
     dashboard_dir = dashboards["providers"][0]["options"]["path"]
     assert any(m.endswith(f"{dashboard_dir}/usage-pipeline.json:ro") for m in mounts)
     assert any(m.startswith("./deploy/grafana/provisioning:") for m in mounts)
+
+
+def test_compose_runs_the_worker_as_its_own_login() -> None:
+    services = compose()["services"]
+    worker = services["worker"]["environment"]
+    assert "DATABASE_URL" not in worker, "the worker never gets the owner's login"
+    login = psycopg.conninfo.conninfo_to_dict(worker["WORKER_DATABASE_URL"])
+    assert login["user"] == "usage_worker"
+    migrate = services["migrate"]
+    command = " ".join(migrate["command"])
+    assert "db grant-login usage_worker --role pipeline_writer --password-stdin" in command
+    assert migrate["environment"]["WORKER_PASSWORD"] == login["password"]

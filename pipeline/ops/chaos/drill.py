@@ -40,7 +40,7 @@ from pipeline.ops.chaos.verdict import (
 from pipeline.ops.demo import sample
 from pipeline.ops.demo import users as demo
 from pipeline.ops.devstack.stack import restart_kafka, restart_postgres
-from pipeline.schema import migrations, seed
+from pipeline.schema import logins, migrations, seed
 from pipeline.settings import Settings
 from pipeline.stream import kafka_io
 
@@ -114,7 +114,7 @@ class Drill:
         )
         self.workers: list[Worker] = []
         self.publisher: Publisher | None = None
-        self.database_url = self.bootstrap = ""
+        self.database_url = self.bootstrap = self.worker_database_url = ""
 
     # --- waiting ----------------------------------------------------------------------
 
@@ -166,6 +166,7 @@ class Drill:
             migrations.migrate(conn)
             seed.seed(conn)
             demo.setup_users(conn, sample.DEMO_USERS, now)
+            self.worker_database_url = logins.worker_login_url(conn, self.database_url)
             book = price_book(conn)
         generated = sample.generate(self.config.events, now, seed=self.config.seed)
         expected = expect(
@@ -227,7 +228,7 @@ class Drill:
     def start_workers(self) -> None:
         env = dict(
             os.environ,
-            DATABASE_URL=self.database_url,
+            WORKER_DATABASE_URL=self.worker_database_url,  # the worker's own login
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
             USAGE_TOPIC=self.settings.usage_topic,
             DLQ_TOPIC=self.settings.dlq_topic,

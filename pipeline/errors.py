@@ -37,3 +37,10 @@ class Reason(StrEnum):
 
 class PipelineError(Exception):
     """Root of every error the pipeline raises on purpose."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none: what a
+    one-line error shows of a driver's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

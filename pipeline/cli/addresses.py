@@ -8,6 +8,7 @@ import psycopg
 from aiokafka.errors import KafkaConnectionError
 
 from pipeline import settings as configured
+from pipeline.errors import first_line
 from pipeline.settings import AddressMissing, Settings
 
 
@@ -36,7 +37,7 @@ def unreachable(settings: Settings, exc: BaseException) -> str | None:
     setting and the address (never a password); None for any other error."""
     if isinstance(exc, KafkaConnectionError):
         address = settings.kafka_bootstrap_servers
-        return f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={address}: {_first_line(exc)}"
+        return f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={address}: {first_line(exc)}"
     if isinstance(exc, psycopg.OperationalError):
         return database_unusable("DATABASE_URL", settings.database_url or "", exc)
     return None
@@ -51,9 +52,4 @@ def database_unusable(setting: str, url: str, exc: BaseException) -> str:
     where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
     if parts.get("dbname"):
         where += f"/{parts['dbname']}"
-    return f"cannot use PostgreSQL at {setting} ({where}): {_first_line(exc)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
+    return f"cannot use PostgreSQL at {setting} ({where}): {first_line(exc)}"

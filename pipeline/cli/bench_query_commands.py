@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pipeline.cli.addresses import database_url
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.ops.bench.ledger_fill import fill_ledgers
 from pipeline.ops.bench.queries import run_queries, time_reconcile
 from pipeline.schema import migrations
@@ -101,8 +101,7 @@ def queries(
             entry = _measure(admin_url, size, users, repeats, seed_value, keep,
                              settings.usd_per_credit)  # fmt: skip
         except (PipelineError, psycopg.Error) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise click.ClickException(f"size {size}: {first}") from None
+            raise click.ClickException(f"size {size}: {first_line(exc)}") from None
         report["sizes"].append(entry)
         for q in entry["queries"]:
             click.echo(

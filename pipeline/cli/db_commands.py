@@ -8,7 +8,8 @@ from contextlib import contextmanager
 import click
 import psycopg
 
-from pipeline.errors import PipelineError
+from pipeline.cli.addresses import database_unusable
+from pipeline.errors import PipelineError, first_line
 from pipeline.schema import logins, migrations
 from pipeline.schema.seed import seed as seed_reference_data
 from pipeline.settings import Settings, database_url
@@ -88,11 +89,11 @@ def _connection(settings: Settings) -> Iterator[psycopg.Connection]:
             yield conn
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
-    except psycopg.OperationalError:
-        raise  # the command group names the server (`cli.addresses.unreachable`)
+    except psycopg.OperationalError as exc:
+        url = settings.database_url or ""
+        raise click.ClickException(database_unusable("DATABASE_URL", url, exc)) from None
     except psycopg.Error as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise click.ClickException(f"database error: {message}") from None
+        raise click.ClickException(f"database error: {first_line(exc)}") from None
 
 
 @db.command(name="grant-login")

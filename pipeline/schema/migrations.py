@@ -26,7 +26,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from pipeline import REPOSITORY
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 DEFAULT_SQL_DIR = REPOSITORY / "sql"
 
@@ -284,5 +284,4 @@ def _run_script(conn: psycopg.Connection, migration: Migration, script: bytes) -
     try:
         conn.execute(script)
     except psycopg.Error as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MigrationError(f"migration {migration.name} failed: {first_line}") from exc
+        raise MigrationError(f"migration {migration.name} failed: {first_line(exc)}") from exc

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import psycopg
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 ADMIN_USER_ID = UUID("5eed0000-0000-4000-8000-000000000001")
 ADMIN_EMAIL = "admin@usage-pipeline.local"
@@ -137,13 +137,9 @@ def seed(conn: psycopg.Connection) -> SeedReport:
                 pricing_configs=sum(_seed_tier_margin(conn, m) for m in TIER_MARGINS),
             )
     except psycopg.errors.UndefinedTable as exc:
-        raise SeedError(f"the schema is missing: {_first_line(exc)}; migrate first") from exc
+        raise SeedError(f"the schema is missing: {first_line(exc)}; migrate first") from exc
     except psycopg.errors.UniqueViolation as exc:
-        raise SeedError(f"seed data conflicts with existing rows: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SeedError(f"seed data conflicts with existing rows: {first_line(exc)}") from exc
 
 
 def _seed_admin(conn: psycopg.Connection) -> int:

@@ -531,5 +531,6 @@ def test_db_commands_migrate_seed_report_and_fail_in_one_line(empty_db: str) -> 
     missing = Settings.model_validate({"DATABASE_URL": f"{empty_db} dbname=no_such_database"})
     failed = runner.invoke(db, ["status"], obj=missing)
     assert failed.exit_code == 1
-    assert failed.output.startswith("Error: database error: ")
+    assert failed.output.startswith("Error: cannot use PostgreSQL at DATABASE_URL (")
+    assert 'database "no_such_database" does not exist' in failed.output
     assert len(failed.output.splitlines()) == 1

@@ -176,6 +176,12 @@ def new_books(pg_admin_url: str, _migrated_template: str) -> Iterator[Callable[[
 
 
 @pytest.fixture
+def seeded_db(new_books: Callable[[], str]) -> str:
+    """A fresh database of the migrated schema with the seed's reference data."""
+    return new_books()
+
+
+@pytest.fixture
 def migrated_db(pg_admin_url: str, _migrated_template: str) -> Iterator[str]:
     name = _database_name("test")
     url = _create_database(pg_admin_url, name, template=_migrated_template)

@@ -15,7 +15,6 @@ from pipeline.cli.bench_query_commands import queries
 from pipeline.money.reconcile import reconcile
 from pipeline.ops.bench.ledger_fill import FillError, fill_ledgers
 from pipeline.ops.bench.queries import QUERIES, BenchQueryError, run_queries, time_reconcile
-from pipeline.schema import seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
@@ -28,13 +27,6 @@ EXPECTED_INDEXES = {
     "coupon validation": "coupon_code_key",
     "subscription + credit usage": "idx_subscription_user_period_status",
 }
-
-
-@pytest.fixture
-def seeded_db(migrated_db: str) -> str:
-    with psycopg.connect(migrated_db) as conn:
-        seed.seed(conn)
-    return migrated_db
 
 
 def count(conn: psycopg.Connection, table: str) -> int:

@@ -18,7 +18,6 @@ import pytest
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from pipeline.schema import seed
 from pipeline.stream.booker import BatchNotBooked, BatchResult, Booker, BookingConfig
 from pipeline.stream.dlq import SourceMessage
 from tests.integration.pipeline_harness import make_event
@@ -28,11 +27,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def books(migrated_db: str) -> str:
-    """A migrated database with the reference data every environment starts with."""
-    with psycopg.connect(migrated_db) as conn:
-        seed.seed(conn)
-    return migrated_db
+def books(seeded_db: str) -> str:
+    return seeded_db
 
 
 class Sink:

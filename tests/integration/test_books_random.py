@@ -166,12 +166,11 @@ def count(h: Harness, query: str, *params: Any) -> int:
 
 @pytest.mark.parametrize("stream_seed", SEEDS)
 def test_random_stream_with_crash_and_money_movements_keeps_exact_books(
-    stream_seed: int, migrated_db: str, kafka_bootstrap: str, tmp_path: Path
+    stream_seed: int, seeded_db: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     print(f"random stream seed {stream_seed}")
     now = datetime.now(UTC)
-    with psycopg.connect(migrated_db) as conn:
-        seed.seed(conn)
+    with psycopg.connect(seeded_db) as conn:
         setup_users(conn, USERS, now)
     stream = random_stream(stream_seed, UNIQUE_EVENTS, now, USERS)
     charges = {
@@ -179,16 +178,16 @@ def test_random_stream_with_crash_and_money_movements_keeps_exact_books(
     }
     first_chunk = {rid for rid in stream.valid if any(rid.encode() in x for x in stream.chunks[0])}
     candidates = sorted(rid for rid in first_chunk if charges[rid][1] > 0)
-    h = Harness(migrated_db, kafka_bootstrap, env_overrides=WORKER_ENV)
+    h = Harness(seeded_db, kafka_bootstrap, env_overrides=WORKER_ENV)
     journal = Journal()
     stop = threading.Event()
     rng = random.Random(stream_seed)
     grants_rng, reversals_rng = random.Random(rng.random()), random.Random(rng.random())
     threads = [
         threading.Thread(target=run_until_stopped, args=(journal, stop, lambda: grants_and_expiries(
-            migrated_db, grants_rng, journal, stop))),
+            seeded_db, grants_rng, journal, stop))),
         threading.Thread(target=run_until_stopped, args=(journal, stop, lambda: reversals(
-            migrated_db, reversals_rng, candidates, journal, stop))),
+            seeded_db, reversals_rng, candidates, journal, stop))),
     ]  # fmt: skip
     started = time.monotonic()
     try:
@@ -224,7 +223,7 @@ def test_random_stream_with_crash_and_money_movements_keeps_exact_books(
     if journal.errors:
         raise journal.errors[0]
     wait_for(lambda: datetime.now(UTC) > journal.last_expiry, 10, "the last grant to expire")
-    with psycopg.connect(migrated_db) as conn:
+    with psycopg.connect(seeded_db) as conn:
         journal.expired_total += expire(conn, datetime.now(UTC))
     print(
         f"seed {stream_seed}: {sum(map(len, stream.chunks))} lines, {len(stream.valid)} valid, "
@@ -235,7 +234,7 @@ def test_random_stream_with_crash_and_money_movements_keeps_exact_books(
         f"{time.monotonic() - started:.1f}s"
     )
 
-    with psycopg.connect(migrated_db) as conn:
+    with psycopg.connect(seeded_db) as conn:
         assert [str(v) for v in reconcile(conn)] == []
     assert_ledger_holds_exactly_the_valid_requests(h, stream, charges, journal)
     assert_summaries_equal_ledger(h)

@@ -43,10 +43,8 @@ T2 = datetime(2025, 4, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def db(migrated_db: str) -> str:
-    with psycopg.connect(migrated_db) as conn:
-        seed.seed(conn)
-    return migrated_db
+def db(seeded_db: str) -> str:
+    return seeded_db
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from pipeline.ops.chaos.verdict import (
 from pipeline.ops.demo import sample
 from pipeline.ops.demo import users as demo
 from pipeline.ops.devstack.stack import restart_kafka, restart_postgres
+from pipeline.ops.devstack.waiting import wait_until
 from pipeline.schema import logins, migrations, seed
 from pipeline.settings import Settings
 from pipeline.stream import kafka_io
@@ -120,15 +121,13 @@ class Drill:
 
     def wait(self, condition: Callable[[], bool], what: str) -> None:
         """Poll ``condition`` (restarting any worker that died unasked) until it holds."""
-        while True:
+
+        def met() -> bool:
             self.revive_dead_workers()
-            if condition():
-                return
-            if time.monotonic() > self.deadline:
-                raise ChaosTimeout(
-                    f"the run's {self.config.timeout:.0f}s passed waiting for {what}"
-                )
-            time.sleep(0.2)
+            return condition()
+
+        if not wait_until(met, self.deadline - time.monotonic(), interval=0.2):
+            raise ChaosTimeout(f"the run's {self.config.timeout:.0f}s passed waiting for {what}")
 
     def revive_dead_workers(self) -> None:
         for worker in self.workers:
@@ -282,16 +281,15 @@ class Drill:
     def hold_down(self) -> None:
         """Keep PostgreSQL down until a worker logs that it retries a batch (at most 5 s)."""
         sizes = {w.name: w.log_size() for w in self.workers}
-        began = time.monotonic()
-        while time.monotonic() - began < 5.0:
-            retrying = [w.name for w in self.workers if w.logged_retry_since(sizes[w.name])]
-            if retrying:
-                self.timeline.note(
-                    "observed", f"{', '.join(retrying)} retrying its batch while PostgreSQL is down"
-                )
-                return
-            time.sleep(0.2)
-        self.timeline.note("observed", "PostgreSQL down for 5s; no batch was in flight")
+
+        def retrying() -> list[str]:
+            return [w.name for w in self.workers if w.logged_retry_since(sizes[w.name])]
+
+        if wait_until(lambda: bool(retrying()), 5.0, interval=0.2):
+            names = ", ".join(retrying())
+            self.timeline.note("observed", f"{names} retrying its batch while PostgreSQL is down")
+        else:
+            self.timeline.note("observed", "PostgreSQL down for 5s; no batch was in flight")
 
     def close(self, keep: bool) -> None:
         """Stop everything this run started; remove its files unless ``keep``."""

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import PipelineError
@@ -37,6 +37,35 @@ class Settings(BaseSettings):
         default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
     """KAFKA_BOOTSTRAP_SERVERS: host:port list; unset means the broker of `dev up`."""
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    """KAFKA_SECURITY_PROTOCOL: PLAINTEXT, SSL (TLS, mutual with a client certificate),
+    SASL_PLAINTEXT or SASL_SSL (a managed Kafka: SCRAM or PLAIN over TLS)."""
+
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", validation_alias="KAFKA_SASL_MECHANISM"
+    )
+    """KAFKA_SASL_MECHANISM: how a SASL_* protocol authenticates."""
+
+    kafka_sasl_username: str | None = Field(default=None, validation_alias="KAFKA_SASL_USERNAME")
+    """KAFKA_SASL_USERNAME: the SASL user (SASL_* protocols)."""
+
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, validation_alias="KAFKA_SASL_PASSWORD"
+    )
+    """KAFKA_SASL_PASSWORD: the SASL user's password, a secret: shown nowhere."""
+
+    kafka_ssl_cafile: Path | None = Field(default=None, validation_alias="KAFKA_SSL_CAFILE")
+    """KAFKA_SSL_CAFILE: PEM of the CA that signed the brokers' certificates (unset: the
+    system's CAs)."""
+
+    kafka_ssl_certfile: Path | None = Field(default=None, validation_alias="KAFKA_SSL_CERTFILE")
+    """KAFKA_SSL_CERTFILE: PEM of this client's certificate chain, for mutual TLS."""
+
+    kafka_ssl_keyfile: Path | None = Field(default=None, validation_alias="KAFKA_SSL_KEYFILE")
+    """KAFKA_SSL_KEYFILE: PEM of this client's private key (unless KAFKA_SSL_CERTFILE holds it)."""
 
     usage_topic: str = Field(default="usage.events", validation_alias="USAGE_TOPIC")
     """USAGE_TOPIC: where gateways publish usage events."""
@@ -105,6 +134,31 @@ class Settings(BaseSettings):
 
     log_format: Literal["text", "json"] = Field(default="text", validation_alias="LOG_FORMAT")
     """LOG_FORMAT: `text` (Faust's default) or `json`, one object per line with event context."""
+
+    @model_validator(mode="after")
+    def _kafka_security_fits(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        if sasl and (self.kafka_sasl_username is None or self.kafka_sasl_password is None):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and "
+                "KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and self.kafka_sasl_username is not None:
+            raise ValueError(
+                f"KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL={protocol} is no SASL_*"
+            )
+        tls_files = {
+            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        given = [name for name, path in tls_files.items() if path is not None]
+        if given and not protocol.endswith("SSL"):
+            raise ValueError(f"{given[0]} is set but KAFKA_SECURITY_PROTOCOL={protocol} has no TLS")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("KAFKA_SSL_KEYFILE is set without KAFKA_SSL_CERTFILE")
+        return self
 
 
 class AddressMissing(PipelineError):

@@ -18,6 +18,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"])
+        if not name:  # a rule between settings: its message names them
+            raise click.UsageError(first["msg"].removeprefix("Value error, ")) from None
         raise click.UsageError(f"bad setting {name}: {first['msg']}") from None
 
 

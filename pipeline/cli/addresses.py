@@ -10,11 +10,14 @@ from aiokafka.errors import KafkaConnectionError
 from pipeline import settings as configured
 from pipeline.errors import first_line
 from pipeline.settings import AddressMissing, Settings
+from pipeline.stream.kafka_access import KafkaAccess, TlsFileUnusable
+from pipeline.stream.kafka_access import from_settings as kafka_access_of
 
 
-def stack_urls(settings: Settings) -> tuple[str, str]:
-    """(DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS) of the environment or the local stack."""
-    return database_url(settings), kafka_bootstrap(settings)
+def stack_urls(settings: Settings) -> tuple[str, KafkaAccess]:
+    """DATABASE_URL and the access to KAFKA_BOOTSTRAP_SERVERS (with its security settings),
+    of the environment or the local stack."""
+    return database_url(settings), kafka_access(settings)
 
 
 def database_url(settings: Settings) -> str:
@@ -25,10 +28,10 @@ def database_url(settings: Settings) -> str:
         raise click.ClickException(str(exc)) from None
 
 
-def kafka_bootstrap(settings: Settings) -> str:
+def kafka_access(settings: Settings) -> KafkaAccess:
     try:
-        return configured.kafka_bootstrap(settings)
-    except AddressMissing as exc:
+        return kafka_access_of(settings)
+    except (AddressMissing, TlsFileUnusable) as exc:
         raise click.ClickException(str(exc)) from None
 
 

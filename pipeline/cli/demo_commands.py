@@ -23,6 +23,7 @@ from pipeline.ops.worker_process import start_worker, stop_worker
 from pipeline.schema import logins, migrations, seed
 from pipeline.settings import Settings
 from pipeline.stream import kafka_io
+from pipeline.stream.kafka_access import KafkaAccess
 
 
 @click.command(name="demo")
@@ -37,7 +38,7 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
     if events < 1:
         raise click.BadParameter("must be at least 1", param_hint="--events")
     env = devstack.up(settings)
-    database_url, bootstrap = stack_urls(settings)
+    database_url, kafka = stack_urls(settings)
     click.echo(f"stack up: {env}")
     with psycopg.connect(database_url) as conn:
         applied = migrations.migrate(conn)
@@ -54,30 +55,32 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
         f"{generated.duplicates} redelivered, {generated.bad} bad)"
     )
     records = ((kafka_io.user_key(x), x, list[tuple[str, bytes]]()) for x in generated.lines)
-    asyncio.run(kafka_io.ensure_topic(bootstrap, settings.usage_topic, settings.topic_partitions))
-    asyncio.run(kafka_io.publish(bootstrap, settings.usage_topic, records))
+    asyncio.run(kafka_io.ensure_topic(kafka, settings.usage_topic, settings.topic_partitions))
+    asyncio.run(kafka_io.publish(kafka, settings.usage_topic, records))
 
     log_path = settings.state_dir / "demo-worker.log"
-    worker_env = dict(os.environ, WORKER_DATABASE_URL=worker_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    worker_env = dict(
+        os.environ, WORKER_DATABASE_URL=worker_url, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap
+    )
     worker = start_worker(worker_env, log_path)
     try:
         started = time.monotonic()
         run_start = datetime.now(UTC)
-        _wait_drained(bootstrap, settings, started + timeout, worker)
+        _wait_drained(kafka, settings, started + timeout, worker)
         elapsed = time.monotonic() - started
     finally:
         stop_worker(worker)
-    _report(database_url, bootstrap, settings, len(generated.lines), elapsed, run_start)
+    _report(database_url, kafka, settings, len(generated.lines), elapsed, run_start)
 
 
 def _wait_drained(
-    bootstrap: str, settings: Settings, deadline: float, worker: subprocess.Popen[bytes]
+    kafka: KafkaAccess, settings: Settings, deadline: float, worker: subprocess.Popen[bytes]
 ) -> None:
     def drained() -> bool:
         if worker.poll() is not None:
             raise click.ClickException(f"worker exited with {worker.returncode}; see its log")
         topic = settings.usage_topic
-        return asyncio.run(kafka_io.group_lag(bootstrap, settings.worker_id, topic)) == 0
+        return asyncio.run(kafka_io.group_lag(kafka, settings.worker_id, topic)) == 0
 
     if not wait_until(drained, deadline - time.monotonic(), interval=0.5):
         raise click.ClickException("the topic was not drained in time; see the worker log")
@@ -85,7 +88,7 @@ def _wait_drained(
 
 def _report(
     database_url: str,
-    bootstrap: str,
+    kafka: KafkaAccess,
     settings: Settings,
     published: int,
     elapsed: float,
@@ -117,7 +120,7 @@ def _report(
             f"{t.credits:>12}{t.balance:>12}"
         )
     letters = Counter(
-        x.reason for x in asyncio.run(kafka_io.dead_letters(bootstrap, settings.dlq_topic))
+        x.reason for x in asyncio.run(kafka_io.dead_letters(kafka, settings.dlq_topic))
     )
     click.echo("\ndead letters by reason (all runs):")
     for reason, n in letters.most_common():

@@ -27,7 +27,7 @@ from pipeline.stream import dlq, kafka_io
 @click.pass_obj
 def publish(settings: Settings, source: Path, topic: str | None, batch: int | None) -> None:
     """Publish JSONL usage events from SOURCE (a file, or - for stdin), keyed by user_id."""
-    _, bootstrap = stack_urls(settings)
+    _, kafka = stack_urls(settings)
     if str(source) == "-":
         lines = [line for line in sys.stdin.buffer.read().splitlines() if line.strip()]
     else:
@@ -36,18 +36,18 @@ def publish(settings: Settings, source: Path, topic: str | None, batch: int | No
         lines = [line for line in source.read_bytes().splitlines() if line.strip()]
     target = topic or settings.usage_topic
     if target == settings.usage_topic:
-        asyncio.run(kafka_io.ensure_topic(bootstrap, target, settings.topic_partitions))
+        asyncio.run(kafka_io.ensure_topic(kafka, target, settings.topic_partitions))
     keyed = [(kafka_io.user_key(line), line) for line in lines]
     what = "events"
     if batch is not None:
-        count = len(asyncio.run(kafka_io.partitions(bootstrap, target)))
+        count = len(asyncio.run(kafka_io.partitions(kafka, target)))
         if not count:
             raise click.ClickException(f"topic {target} does not exist")
         keyed = records.group_by_partition(keyed, count, batch)
         what = f"batch records ({len(lines)} events)"
     outgoing = ((key, value, list[tuple[str, bytes]]()) for key, value in keyed)
     with click.progressbar(length=len(keyed), label="publishing", file=sys.stderr) as bar:
-        sent = asyncio.run(kafka_io.publish(bootstrap, target, outgoing, bar.update))
+        sent = asyncio.run(kafka_io.publish(kafka, target, outgoing, bar.update))
     click.echo(f"published {sent} {what} to {target}")
 
 
@@ -57,8 +57,8 @@ def dlq_group() -> None:
 
 
 async def _letters(settings: Settings, reason: str | None) -> list[dlq.DeadLetter]:
-    _, bootstrap = stack_urls(settings)
-    letters = await kafka_io.dead_letters(bootstrap, settings.dlq_topic)
+    _, kafka = stack_urls(settings)
+    letters = await kafka_io.dead_letters(kafka, settings.dlq_topic)
     return [x for x in letters if reason is None or x.reason == reason]
 
 
@@ -87,13 +87,13 @@ def show(settings: Settings, reason: str | None, limit: int) -> None:
 def replay(settings: Settings, reason: str | None) -> None:
     """Re-publish dead-lettered events, byte for byte, to the topic they came from."""
     letters = asyncio.run(_letters(settings, reason))
-    _, bootstrap = stack_urls(settings)
+    _, kafka = stack_urls(settings)
     by_topic: dict[str, list[dlq.DeadLetter]] = {}
     for letter in letters:
         by_topic.setdefault(letter.source_topic, []).append(letter)
     for topic, group in by_topic.items():
         records = ((x.key, x.value or b"", list[tuple[str, bytes]]()) for x in group)
-        sent = asyncio.run(kafka_io.publish(bootstrap, topic, records))
+        sent = asyncio.run(kafka_io.publish(kafka, topic, records))
         click.echo(f"replayed {sent} records to {topic}")
     if not letters:
         click.echo("nothing to replay")

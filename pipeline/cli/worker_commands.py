@@ -8,7 +8,7 @@ import logging
 import click
 import psycopg
 
-from pipeline.cli.addresses import database_unusable, kafka_bootstrap
+from pipeline.cli.addresses import database_unusable, kafka_access
 from pipeline.cli.addresses import database_url as owner_database_url
 from pipeline.settings import Settings
 from pipeline.stream import kafka_io
@@ -23,7 +23,7 @@ def worker(settings: Settings, loglevel: str) -> None:
 
     from pipeline.stream.app import create_app
 
-    bootstrap = kafka_bootstrap(settings)
+    kafka = kafka_access(settings)
     setting = "WORKER_DATABASE_URL" if settings.worker_database_url else "DATABASE_URL"
     database_url = settings.worker_database_url or owner_database_url(settings)
     # Both servers answer before Faust starts: an unreachable one is a one-line error here,
@@ -33,8 +33,8 @@ def worker(settings: Settings, loglevel: str) -> None:
         psycopg.connect(database_url, connect_timeout=10).close()
     except psycopg.OperationalError as exc:
         raise click.ClickException(database_unusable(setting, database_url, exc)) from None
-    asyncio.run(kafka_io.reachable(bootstrap))
+    asyncio.run(kafka_io.reachable(kafka))
     logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the worker's logs are Faust's
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, database_url, bootstrap)
+    app = create_app(settings, database_url, kafka)
     Worker(app, loglevel=loglevel).execute_from_commandline()

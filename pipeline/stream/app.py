@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from pipeline.settings import Settings
 from pipeline.stream import logs, timers, usage_agent
 from pipeline.stream.booker import Booker, BookingConfig
+from pipeline.stream.kafka_access import KafkaAccess, faust_credentials
 from pipeline.stream.live_view import install_live_view
 from pipeline.stream.metrics import CONTENT_TYPE, new_metrics
 
@@ -20,11 +21,12 @@ FETCH_BYTES_PER_PARTITION = 8 * 1024 * 1024
 METADATA_MAX_AGE_MS = 10_000
 
 
-def new_app(settings: Settings, bootstrap: str) -> tuple[faust.App, faust.TopicT]:
+def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.TopicT]:
     """The Faust app with the worker's settings, and its usage topic (no agents yet)."""
     app = faust.App(
         settings.worker_id,
-        broker=f"kafka://{bootstrap}",
+        broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap.split(",")],
+        broker_credentials=faust_credentials(kafka),
         datadir=str(settings.state_dir / "faust" / settings.worker_id),
         store="memory://",
         topic_partitions=settings.topic_partitions,
@@ -57,8 +59,8 @@ def new_app(settings: Settings, bootstrap: str) -> tuple[faust.App, faust.TopicT
     return app, usage
 
 
-def create_app(settings: Settings, database_url: str, bootstrap: str) -> faust.App:
-    app, usage = new_app(settings, bootstrap)
+def create_app(settings: Settings, database_url: str, kafka: KafkaAccess) -> faust.App:
+    app, usage = new_app(settings, kafka)
     outputs = [
         app.topic(name, key_type=bytes, value_type=bytes, partitions=1)
         for name in (settings.dlq_topic, settings.alerts_topic)

@@ -12,6 +12,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExist
 
 from pipeline.errors import PipelineError
 from pipeline.stream.dlq import DeadLetter, from_record
+from pipeline.stream.kafka_access import KafkaAccess, client_options
 
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 """send(topic, key, value, headers): publish one record and wait for the broker's ack."""
@@ -37,14 +38,18 @@ def user_key(line: bytes) -> bytes | None:
 
 
 async def publish(
-    bootstrap: str,
+    kafka: KafkaAccess,
     topic: str,
     records: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]]]],
     on_sent: Callable[[int], None] = lambda n: None,
 ) -> int:
     """Publish (key, value, headers) records, waiting for every broker ack; returns the count."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1 << 20
+        **client_options(kafka),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=1 << 20,
     )
     await producer.start()
     sent = 0
@@ -69,18 +74,18 @@ async def _settle(pending: list, on_sent: Callable[[int], None]) -> int:  # type
     return count
 
 
-async def reachable(bootstrap: str) -> None:
-    """Return once a broker of `bootstrap` answers; KafkaConnectionError if none does."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def reachable(kafka: KafkaAccess) -> None:
+    """Return once a broker of `kafka` answers; KafkaConnectionError if none does."""
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     try:
         await admin.start()
     finally:
         await admin.close()
 
 
-async def partitions(bootstrap: str, topic: str) -> set[int]:
+async def partitions(kafka: KafkaAccess, topic: str) -> set[int]:
     """Partitions of `topic`; empty if it does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -91,12 +96,12 @@ async def partitions(bootstrap: str, topic: str) -> set[int]:
     return {p["partition"] for p in described["partitions"]}
 
 
-async def read_all(bootstrap: str, topic: str) -> AsyncIterator[Record]:
+async def read_all(kafka: KafkaAccess, topic: str) -> AsyncIterator[Record]:
     """Every record of `topic` present now, without joining a consumer group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(await partitions(bootstrap, topic))]
+        tps = [TopicPartition(topic, p) for p in sorted(await partitions(kafka, topic))]
         if not tps:
             return
         consumer.assign(tps)
@@ -115,10 +120,10 @@ async def read_all(bootstrap: str, topic: str) -> AsyncIterator[Record]:
         await consumer.stop()
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+async def group_lag(kafka: KafkaAccess, group: str, topic: str) -> int | None:
     """Messages of `topic` not yet committed by `group`; None before its first commit."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
+    consumer = AIOKafkaConsumer(**client_options(kafka))
     await admin.start()
     await consumer.start()
     try:
@@ -126,7 +131,7 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
             committed = await admin.list_consumer_group_offsets(group)
         except GroupCoordinatorNotAvailableError:  # the broker is still electing it
             return None
-        tps = [TopicPartition(topic, p) for p in await partitions(bootstrap, topic)]
+        tps = [TopicPartition(topic, p) for p in await partitions(kafka, topic)]
         ends = await consumer.end_offsets(tps)
         mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
         if not mine and any(ends.values()):
@@ -142,13 +147,13 @@ class TopicNotCreated(PipelineError):
     """The broker refused to create a topic (other than because it exists)."""
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+async def ensure_topic(kafka: KafkaAccess, topic: str, partitions: int) -> None:
     """Create `topic` with `partitions` unless it exists (its partitions stay as they are).
 
     The broker answers per topic in the response (aiokafka does not raise): every error
     but "already exists" is raised as TopicNotCreated.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         response = await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
@@ -162,10 +167,10 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
         raise TopicNotCreated(f"topic {name!r} could not be created: {error.__name__}: {detail}")
 
 
-async def dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
+async def dead_letters(kafka: KafkaAccess, topic: str) -> list[DeadLetter]:
     """Every dead-letter record of `topic`; records without our headers are passed over."""
     letters = []
-    async for record in read_all(bootstrap, topic):
+    async for record in read_all(kafka, topic):
         try:
             letters.append(from_record(record.headers, record.key, record.value))
         except ValueError:

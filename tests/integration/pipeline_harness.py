@@ -20,6 +20,7 @@ import psycopg
 from pipeline.ops.devstack.waiting import wait_until
 from pipeline.ops.worker_process import kill_worker, start_worker, stop_worker
 from pipeline.stream import dlq, kafka_io
+from pipeline.stream.kafka_access import KafkaAccess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,14 +101,16 @@ class Harness:
 
     def publish_records(self, records: list[tuple[bytes | None, bytes]]) -> None:
         """(key, value) records as they are, e.g. batch records."""
-        asyncio.run(kafka_io.ensure_topic(self.bootstrap, self.usage_topic, 2))
+        asyncio.run(kafka_io.ensure_topic(KafkaAccess(self.bootstrap), self.usage_topic, 2))
         asyncio.run(
-            kafka_io.publish(self.bootstrap, self.usage_topic, ((k, v, []) for k, v in records))
+            kafka_io.publish(
+                KafkaAccess(self.bootstrap), self.usage_topic, ((k, v, []) for k, v in records)
+            )
         )
 
     def read(self, topic: str) -> list[kafka_io.Record]:
         async def collect() -> list[kafka_io.Record]:
-            return [r async for r in kafka_io.read_all(self.bootstrap, topic)]
+            return [r async for r in kafka_io.read_all(KafkaAccess(self.bootstrap), topic)]
 
         return asyncio.run(collect())
 

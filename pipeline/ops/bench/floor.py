@@ -24,6 +24,7 @@ from faust.worker import Worker
 from pipeline.settings import Settings
 from pipeline.stream import heap
 from pipeline.stream.app import new_app
+from pipeline.stream.kafka_access import KafkaAccess
 from pipeline.stream.usage_agent import takes
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     settings = Settings()
-    app, usage = new_app(settings, settings.kafka_bootstrap_servers or "")
+    app, usage = new_app(settings, KafkaAccess(settings.kafka_bootstrap_servers or ""))
     records = 0
     first: float | None = None
 

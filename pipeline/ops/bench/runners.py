@@ -35,6 +35,7 @@ from pipeline.ops.bench.traffic import Stream, as_batch_records
 from pipeline.ops.devstack.ports import free_port
 from pipeline.ops.devstack.waiting import wait_until
 from pipeline.stream import kafka_io
+from pipeline.stream.kafka_access import KafkaAccess
 
 POLL_SECONDS = 0.25
 STOP_SECONDS = 30.0
@@ -117,7 +118,7 @@ def _worker_env(ctx: Context, database: str, topic: str, group: str) -> dict[str
 
 def start_worker(ctx: Context, database: str, topic: str, group: str) -> subprocess.Popen[bytes]:
     for extra in (f"{topic}.dlq", f"{topic}.alerts"):
-        asyncio.run(kafka_io.ensure_topic(ctx.stack.bootstrap, extra, 1))
+        asyncio.run(kafka_io.ensure_topic(KafkaAccess(ctx.stack.bootstrap), extra, 1))
     log = ctx.stack.settings.state_dir / f"{group}.log"
     return worker_process.start_worker(_worker_env(ctx, database, topic, group), log)
 
@@ -358,7 +359,7 @@ def side_by_side(
     topic = f"bench.stream.{ctx.tag}"
     bootstrap = ctx.stack.bootstrap
     partitions = ctx.stack.settings.topic_partitions
-    asyncio.run(kafka_io.ensure_topic(bootstrap, topic, partitions))
+    asyncio.run(kafka_io.ensure_topic(KafkaAccess(bootstrap), topic, partitions))
     published = asyncio.run(publish(bootstrap, topic, stream.lines, stream.keys, None))
     ctx.progress(f"published {len(stream.lines)} records at {published.achieved_rate:,.0f}/s")
     publish_ms = first_publish_ms(stream, published)
@@ -380,7 +381,7 @@ def side_by_side(
 
     batched = as_batch_records(stream, partitions, batch_size)
     batch_topic = f"bench.batch.{ctx.tag}"
-    asyncio.run(kafka_io.ensure_topic(bootstrap, batch_topic, partitions))
+    asyncio.run(kafka_io.ensure_topic(KafkaAccess(bootstrap), batch_topic, partitions))
     batch_published = asyncio.run(
         publish(bootstrap, batch_topic, batched.lines, batched.keys, None)
     )

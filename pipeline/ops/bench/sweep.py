@@ -24,6 +24,7 @@ from pipeline.ops.bench.publish import Published, first_publish_ms, publish
 from pipeline.ops.bench.runners import Context, start_worker, stop, wait_rows
 from pipeline.ops.bench.traffic import Stream, as_batch_records
 from pipeline.stream import kafka_io
+from pipeline.stream.kafka_access import KafkaAccess
 
 WARMUP_EVENTS = 500
 FLUSH_SECONDS = 0.05
@@ -102,7 +103,9 @@ def rate_sweep(
     name = f"{shape}{workers}w_{ctx.tag}"
     topic = f"bench.sweep.{name}"
     asyncio.run(
-        kafka_io.ensure_topic(ctx.stack.bootstrap, topic, ctx.stack.settings.topic_partitions)
+        kafka_io.ensure_topic(
+            KafkaAccess(ctx.stack.bootstrap), topic, ctx.stack.settings.topic_partitions
+        )
     )
     database = ctx.stack.database(f"bench_s_{name}")
     processes = [start_worker(ctx, database, topic, f"bench-sweep-{name}") for _ in range(workers)]

@@ -44,6 +44,7 @@ from pipeline.ops.devstack.waiting import wait_until
 from pipeline.schema import logins, migrations, seed
 from pipeline.settings import Settings
 from pipeline.stream import kafka_io
+from pipeline.stream.kafka_access import KafkaAccess
 
 WORKERS = 2
 GROUP = "usage-pipeline-chaos"
@@ -149,7 +150,9 @@ class Drill:
 
     def lag(self) -> int | None:
         try:
-            return asyncio.run(kafka_io.group_lag(self.bootstrap, GROUP, self.settings.usage_topic))
+            return asyncio.run(
+                kafka_io.group_lag(KafkaAccess(self.bootstrap), GROUP, self.settings.usage_topic)
+            )
         except Exception:  # the broker is restarting or the group is rebalancing
             return None
 
@@ -182,7 +185,9 @@ class Drill:
             f"{expected.duplicates} redelivered, {sum(expected.rejected.values())} to reject",
         )
         asyncio.run(
-            kafka_io.ensure_topic(self.bootstrap, self.settings.usage_topic, self.config.partitions)
+            kafka_io.ensure_topic(
+                KafkaAccess(self.bootstrap), self.settings.usage_topic, self.config.partitions
+            )
         )
         self.start_workers()
         faults = fault_plan(self.config.kills, self.rng)
@@ -215,7 +220,9 @@ class Drill:
             worker.stop()
         letters = Counter(
             (x.value or b"", x.reason)
-            for x in asyncio.run(kafka_io.dead_letters(self.bootstrap, self.settings.dlq_topic))
+            for x in asyncio.run(
+                kafka_io.dead_letters(KafkaAccess(self.bootstrap), self.settings.dlq_topic)
+            )
         )
         with psycopg.connect(self.database_url) as conn:
             observed = observe(conn, letters)

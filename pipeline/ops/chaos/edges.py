@@ -21,6 +21,7 @@ from pipeline.ops.chaos.verdict import Observed, PriceBook, Totals
 from pipeline.ops.devstack.ports import free_port
 from pipeline.ops.worker_process import kill_worker, start_worker, stop_worker
 from pipeline.stream import kafka_io
+from pipeline.stream.kafka_access import KafkaAccess
 
 PUBLISH_CHUNK = 100
 HELD_BACK = 0.1
@@ -115,7 +116,7 @@ class Publisher(threading.Thread):
         failures = 0
         while not self.halt.is_set():
             try:
-                asyncio.run(kafka_io.publish(self.bootstrap, self.topic, outgoing))
+                asyncio.run(kafka_io.publish(KafkaAccess(self.bootstrap), self.topic, outgoing))
             except Exception as exc:
                 if not failures:
                     self.note(f"publishing fails ({type(exc).__name__}); trying every second")

@@ -3,6 +3,8 @@ that is not set, not reachable, or refuses us."""
 
 from __future__ import annotations
 
+import asyncio
+
 import click
 import psycopg
 from aiokafka.errors import KafkaConnectionError
@@ -10,7 +12,8 @@ from aiokafka.errors import KafkaConnectionError
 from pipeline import settings as configured
 from pipeline.errors import first_line
 from pipeline.settings import AddressMissing, Settings
-from pipeline.stream.kafka_access import KafkaAccess, TlsFileUnusable
+from pipeline.stream import kafka_io
+from pipeline.stream.kafka_access import KafkaAccess, TlsFileUnusable, refusal
 from pipeline.stream.kafka_access import from_settings as kafka_access_of
 
 
@@ -39,8 +42,8 @@ def unreachable(settings: Settings, exc: BaseException) -> str | None:
     """The one-line error of a server we could not reach (or that refused us), naming the
     setting and the address (never a password); None for any other error."""
     if isinstance(exc, KafkaConnectionError):
-        address = settings.kafka_bootstrap_servers
-        return f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={address}: {first_line(exc)}"
+        access = kafka_access(settings)
+        return refusal(access, asyncio.run(kafka_io.connection_fault(access)))
     if isinstance(exc, psycopg.OperationalError):
         return database_unusable("DATABASE_URL", settings.database_url or "", exc)
     return None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.addresses import stack_urls
+from pipeline.cli.addresses import kafka_access
 from pipeline.core import records
 from pipeline.settings import Settings
 from pipeline.stream import dlq, kafka_io
@@ -27,7 +27,7 @@ from pipeline.stream import dlq, kafka_io
 @click.pass_obj
 def publish(settings: Settings, source: Path, topic: str | None, batch: int | None) -> None:
     """Publish JSONL usage events from SOURCE (a file, or - for stdin), keyed by user_id."""
-    _, kafka = stack_urls(settings)
+    kafka = kafka_access(settings)
     if str(source) == "-":
         lines = [line for line in sys.stdin.buffer.read().splitlines() if line.strip()]
     else:
@@ -57,7 +57,7 @@ def dlq_group() -> None:
 
 
 async def _letters(settings: Settings, reason: str | None) -> list[dlq.DeadLetter]:
-    _, kafka = stack_urls(settings)
+    kafka = kafka_access(settings)
     letters = await kafka_io.dead_letters(kafka, settings.dlq_topic)
     return [x for x in letters if reason is None or x.reason == reason]
 
@@ -87,7 +87,7 @@ def show(settings: Settings, reason: str | None, limit: int) -> None:
 def replay(settings: Settings, reason: str | None) -> None:
     """Re-publish dead-lettered events, byte for byte, to the topic they came from."""
     letters = asyncio.run(_letters(settings, reason))
-    _, kafka = stack_urls(settings)
+    kafka = kafka_access(settings)
     by_topic: dict[str, list[dlq.DeadLetter]] = {}
     for letter in letters:
         by_topic.setdefault(letter.source_topic, []).append(letter)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 from pydantic import SecretStr
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.settings import Settings, kafka_bootstrap
 
 
@@ -111,3 +112,23 @@ def faust_credentials(access: KafkaAccess) -> Any:
     if access.ssl_context is not None:
         return faust.SSLCredentials(access.ssl_context)
     return None
+
+
+def refusal(access: KafkaAccess, cause: BaseException | None) -> str:
+    """The one line for brokers we could not use, naming the setting to look at (never
+    the password); `cause` is what refused the connection (`kafka_io.connection_fault`)."""
+    where = f"Kafka at KAFKA_BOOTSTRAP_SERVERS={access.bootstrap}"
+    if isinstance(cause, SaslAuthenticationFailed):
+        return (
+            f"{where} refused KAFKA_SASL_USERNAME={access.sasl_username} "
+            f"(KAFKA_SASL_MECHANISM={access.sasl_mechanism}): check KAFKA_SASL_PASSWORD; "
+            f"{first_line(cause)}"
+        )
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (
+            f"{where} presented a certificate that KAFKA_SSL_CAFILE does not trust: "
+            f"{cause.verify_message}"
+        )
+    protocol = f"KAFKA_SECURITY_PROTOCOL={access.security_protocol}"
+    reason = first_line(cause) if cause is not None else "no broker answered"
+    return f"cannot reach {where} ({protocol}): {reason}"

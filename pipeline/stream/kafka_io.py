@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExistsError, for_code
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 
 from pipeline.errors import PipelineError
 from pipeline.stream.dlq import DeadLetter, from_record
@@ -81,6 +87,21 @@ async def reachable(kafka: KafkaAccess) -> None:
         await admin.start()
     finally:
         await admin.close()
+
+
+async def connection_fault(kafka: KafkaAccess) -> BaseException | None:
+    """Why the first bootstrap server refuses a connection (a TLS or SASL failure, say), or
+    None if it accepts one. aiokafka's clients only log that cause and raise "Unable to
+    bootstrap"; this asks again with one connection, which raises it."""
+    host, _, port = kafka.bootstrap.split(",")[0].strip().rpartition(":")
+    options = client_options(kafka)
+    del options["bootstrap_servers"]
+    try:
+        conn = await create_conn(host, int(port), request_timeout_ms=10_000, **options)
+    except (OSError, KafkaError, TimeoutError) as cause:
+        return cause
+    conn.close()
+    return None
 
 
 async def partitions(kafka: KafkaAccess, topic: str) -> set[int]:

@@ -52,6 +52,11 @@ class Harness:
     env_overrides: dict[str, str] = field(default_factory=dict)
     worker: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    access: KafkaAccess | None = None
+    """How the harness itself reaches Kafka (default: PLAINTEXT at `bootstrap`)."""
+
+    def kafka(self) -> KafkaAccess:
+        return self.access or KafkaAccess(self.bootstrap)
 
     @property
     def usage_topic(self) -> str:
@@ -101,16 +106,14 @@ class Harness:
 
     def publish_records(self, records: list[tuple[bytes | None, bytes]]) -> None:
         """(key, value) records as they are, e.g. batch records."""
-        asyncio.run(kafka_io.ensure_topic(KafkaAccess(self.bootstrap), self.usage_topic, 2))
+        asyncio.run(kafka_io.ensure_topic(self.kafka(), self.usage_topic, 2))
         asyncio.run(
-            kafka_io.publish(
-                KafkaAccess(self.bootstrap), self.usage_topic, ((k, v, []) for k, v in records)
-            )
+            kafka_io.publish(self.kafka(), self.usage_topic, ((k, v, []) for k, v in records))
         )
 
     def read(self, topic: str) -> list[kafka_io.Record]:
         async def collect() -> list[kafka_io.Record]:
-            return [r async for r in kafka_io.read_all(KafkaAccess(self.bootstrap), topic)]
+            return [r async for r in kafka_io.read_all(self.kafka(), topic)]
 
         return asyncio.run(collect())
 

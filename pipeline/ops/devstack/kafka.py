@@ -15,10 +15,12 @@ from pathlib import Path
 
 from pipeline.ops.devstack import process, toolchain
 from pipeline.ops.devstack.kafka_config import (
+    SecureListeners,
     broker_argv,
     cluster_id,
     log4j2_properties,
     render_properties,
+    scram_arguments,
     server_properties,
 )
 from pipeline.ops.devstack.ports import LOOPBACK, accepts_connections
@@ -38,8 +40,15 @@ def running_pid(paths: StackPaths) -> int | None:
     return None
 
 
-def format_storage(java: str, entries: Sequence[str], paths: StackPaths, random16: bytes) -> None:
-    """Format the broker's storage unless it was formatted before."""
+def format_storage(
+    java: str,
+    entries: Sequence[str],
+    paths: StackPaths,
+    random16: bytes,
+    scram: Sequence[str] = (),
+) -> None:
+    """Format the broker's storage unless it was formatted before, with the SCRAM users of
+    `scram` (StorageTool's `--add-scram` arguments): KRaft keeps them in its metadata."""
     if (paths.kafka_data / "meta.properties").is_file():
         return
     result = subprocess.run(
@@ -55,6 +64,7 @@ def format_storage(java: str, entries: Sequence[str], paths: StackPaths, random1
             cluster_id(random16),
             "--config",
             str(paths.kafka_properties),
+            *scram,
         ],
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -74,8 +84,11 @@ def start(
     partitions: int,
     pom: Path,
     progress: toolchain.Progress,
+    secure: SecureListeners | None = None,
 ) -> int:
     """Write the configs, format storage once, and spawn the broker; return its pid.
+    With `secure`, the broker also serves SASL_SSL and mutual TLS; its SCRAM users are
+    made when the storage is formatted (so on the first start of a state directory).
 
     Does not wait: see `wait_ready`.
     """
@@ -86,13 +99,15 @@ def start(
     write_atomically(
         paths.kafka_properties,
         render_properties(
-            server_properties(paths.kafka_data, port, controller_port, partitions), header
+            server_properties(paths.kafka_data, port, controller_port, partitions, secure),
+            header,
         ),
     )
     write_atomically(
         paths.kafka_log4j, render_properties(log4j2_properties(paths.kafka_log), header)
     )
-    format_storage(java, entries, paths, os.urandom(16))
+    scram = scram_arguments(secure.users) if secure is not None else []
+    format_storage(java, entries, paths, os.urandom(16), scram)
     pid = process.spawn_detached(broker_argv(java, entries, paths), paths.kafka_stdout)
     write_atomically(paths.kafka_pid, f"{pid}\n")
     return pid

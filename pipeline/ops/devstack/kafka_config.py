@@ -2,13 +2,16 @@
 
 `server.properties` makes one combined broker+controller KRaft node that listens on
 127.0.0.1 only; `log4j2.properties` sends its logs to one file in the state directory.
+With `SecureListeners` the broker also listens as a managed Kafka does: SASL_SSL (PLAIN and
+SCRAM users) and SSL with client certificates required (mutual TLS).
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.ops.devstack.ports import LOOPBACK
@@ -52,17 +55,83 @@ def render_properties(entries: Sequence[tuple[str, str]], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class SecureListeners:
+    """Listeners beside PLAINTEXT (which the broker and its tools keep using): SASL_SSL on
+    `sasl_ssl_port` and mutual TLS on `ssl_port`, both serving `keystore_pem`."""
+
+    sasl_ssl_port: int
+    ssl_port: int
+    keystore_pem: Path
+    """The broker's private key (unencrypted PKCS#8) and certificate chain, PEM."""
+    client_ca_pem: Path
+    """The CA whose client certificates the mutual-TLS listener accepts."""
+    users: Mapping[str, str]
+    """SASL user -> password, for PLAIN and both SCRAM mechanisms."""
+
+
+def scram_arguments(users: Mapping[str, str]) -> list[str]:
+    """StorageTool's `--add-scram` arguments: every user under both SCRAM mechanisms."""
+    for name, password in users.items():
+        if not all(c.isalnum() or c in "-_" for c in name + password):
+            raise ValueError(f"SCRAM user {name!r}: names and passwords take [A-Za-z0-9_-] only")
+    return [
+        argument
+        for mechanism in SCRAM_MECHANISMS
+        for name, password in users.items()
+        for argument in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+    ]
+
+
+def _secure_entries(secure: SecureListeners) -> list[tuple[str, str]]:
+    plain_users = " ".join(f'user_{name}="{pw}"' for name, pw in secure.users.items())
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    entries = [
+        ("sasl.enabled.mechanisms", ",".join(("PLAIN", *SCRAM_MECHANISMS))),
+        (
+            "listener.name.sasl_ssl.plain.sasl.jaas.config",
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+        ),
+        *[
+            (f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config", scram)
+            for m in SCRAM_MECHANISMS
+        ],
+        ("listener.name.ssl.ssl.client.auth", "required"),
+        ("listener.name.ssl.ssl.truststore.type", "PEM"),
+        ("listener.name.ssl.ssl.truststore.location", str(secure.client_ca_pem)),
+    ]
+    for listener in ("sasl_ssl", "ssl"):
+        entries += [
+            (f"listener.name.{listener}.ssl.keystore.type", "PEM"),
+            (f"listener.name.{listener}.ssl.keystore.location", str(secure.keystore_pem)),
+        ]
+    return entries
+
+
 def server_properties(
-    data_dir: Path, port: int, controller_port: int, partitions: int
+    data_dir: Path,
+    port: int,
+    controller_port: int,
+    partitions: int,
+    secure: SecureListeners | None = None,
 ) -> list[tuple[str, str]]:
     """The broker's configuration: one combined broker+controller node on 127.0.0.1."""
+    served = [f"PLAINTEXT://{LOOPBACK}:{port}"]
+    protocols = ["PLAINTEXT:PLAINTEXT"]
+    if secure is not None:
+        served += [f"SASL_SSL://{LOOPBACK}:{secure.sasl_ssl_port}"]
+        served += [f"SSL://{LOOPBACK}:{secure.ssl_port}"]
+        protocols += ["SASL_SSL:SASL_SSL", "SSL:SSL"]
     return [
         ("process.roles", "broker,controller"),
         ("node.id", "1"),
         ("controller.quorum.voters", f"1@{LOOPBACK}:{controller_port}"),
-        ("listeners", f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}"),
-        ("advertised.listeners", f"PLAINTEXT://{LOOPBACK}:{port}"),
-        ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"),
+        ("listeners", ",".join([*served, f"CONTROLLER://{LOOPBACK}:{controller_port}"])),
+        ("advertised.listeners", ",".join(served)),
+        ("listener.security.protocol.map", ",".join([*protocols, "CONTROLLER:PLAINTEXT"])),
         ("inter.broker.listener.name", "PLAINTEXT"),
         ("controller.listener.names", "CONTROLLER"),
         ("log.dirs", str(data_dir)),
@@ -84,6 +153,7 @@ def server_properties(
         ("num.network.threads", "2"),
         ("num.io.threads", "4"),
         ("num.recovery.threads.per.data.dir", "1"),
+        *(_secure_entries(secure) if secure is not None else []),
     ]
 
 

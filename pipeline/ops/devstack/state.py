@@ -86,6 +86,11 @@ class StackPaths:
     def postgres_log(self) -> Path:
         return self.postgres / "postgres.log"
 
+    @property
+    def postgres_bin_record(self) -> Path:
+        """Which PostgreSQL binaries made (and so run) the cluster."""
+        return self.postgres / "bin_dir"
+
 
 def parse_ports(text: str) -> Ports:
     """The ports of a ``stack.json`` text; unknown or malformed entries are left unset."""

@@ -4,12 +4,15 @@ PYTHON ?= python3
 KAFKA_POM := deploy/kafka/pom.xml
 
 .DEFAULT_GOAL := help
-.PHONY: help dev kafka-jars test test-fast lint bench demo chaos
+.PHONY: help toolchain dev kafka-jars test test-fast lint bench demo chaos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-dev: ## Install the package with its dev tools, and fetch the Kafka broker's jars
+toolchain: ## Install a missing JDK 17+, Maven or promtool (apt-get, as root), or say what to install
+	@deploy/toolchain.sh
+
+dev: toolchain ## Install the toolchain, the package with its dev tools, and the Kafka broker's jars
 	$(PYTHON) -m pip install -e '.[dev]'
 	$(MAKE) kafka-jars
 

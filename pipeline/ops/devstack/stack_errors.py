@@ -5,7 +5,8 @@ from __future__ import annotations
 from pipeline.errors import PipelineError
 
 INSTALL_HINT = (
-    "apt-get install -y maven openjdk-17-jdk-headless (Debian/Ubuntu) "
+    "run deploy/toolchain.sh as root, "
+    "or apt-get install -y maven openjdk-17-jdk-headless (Debian/Ubuntu) "
     "or brew install maven openjdk@17 (macOS)"
 )
 

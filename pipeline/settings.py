@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, validation_alias="TOPIC_PARTITIONS")
     """TOPIC_PARTITIONS: partitions of the usage topic when the pipeline creates it."""
 
+    topic_replication_factor: int = Field(
+        default=-1, ge=-1, validation_alias="TOPIC_REPLICATION_FACTOR"
+    )
+    """TOPIC_REPLICATION_FACTOR: replicas of every topic the pipeline creates (the usage
+    topic, the DLQ, the alerts, Faust's own); -1 takes the brokers' default.replication.factor."""
+
     usd_per_credit: Decimal = Field(
         default=Decimal("0.001"), gt=0, validation_alias="USD_PER_CREDIT"
     )
@@ -136,7 +142,9 @@ class Settings(BaseSettings):
     """LOG_FORMAT: `text` (Faust's default) or `json`, one object per line with event context."""
 
     @model_validator(mode="after")
-    def _kafka_security_fits(self) -> Settings:
+    def _settings_fit_together(self) -> Settings:
+        if self.topic_replication_factor == 0:
+            raise ValueError("TOPIC_REPLICATION_FACTOR is 0: give -1 (the brokers' default) or 1+")
         protocol = self.kafka_security_protocol
         sasl = protocol.startswith("SASL_")
         if sasl and (self.kafka_sasl_username is None or self.kafka_sasl_password is None):

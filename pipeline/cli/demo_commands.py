@@ -55,7 +55,14 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
         f"{generated.duplicates} redelivered, {generated.bad} bad)"
     )
     records = ((kafka_io.user_key(x), x, list[tuple[str, bytes]]()) for x in generated.lines)
-    asyncio.run(kafka_io.ensure_topic(kafka, settings.usage_topic, settings.topic_partitions))
+    asyncio.run(
+        kafka_io.ensure_topic(
+            kafka,
+            settings.usage_topic,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+        )
+    )
     asyncio.run(kafka_io.publish(kafka, settings.usage_topic, records))
 
     log_path = settings.state_dir / "demo-worker.log"

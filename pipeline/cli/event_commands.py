@@ -36,7 +36,11 @@ def publish(settings: Settings, source: Path, topic: str | None, batch: int | No
         lines = [line for line in source.read_bytes().splitlines() if line.strip()]
     target = topic or settings.usage_topic
     if target == settings.usage_topic:
-        asyncio.run(kafka_io.ensure_topic(kafka, target, settings.topic_partitions))
+        asyncio.run(
+            kafka_io.ensure_topic(
+                kafka, target, settings.topic_partitions, settings.topic_replication_factor
+            )
+        )
     keyed = [(kafka_io.user_key(line), line) for line in lines]
     what = "events"
     if batch is not None:

@@ -11,7 +11,6 @@ import psycopg
 from pipeline.cli.addresses import database_unusable, kafka_access
 from pipeline.cli.addresses import database_url as owner_database_url
 from pipeline.settings import Settings
-from pipeline.stream import kafka_io
 
 
 @click.command()
@@ -21,7 +20,7 @@ def worker(settings: Settings, loglevel: str) -> None:
     """Consume usage events, book them in PostgreSQL, publish DLQ records and alerts."""
     from faust.worker import Worker
 
-    from pipeline.stream.app import create_app
+    from pipeline.stream.app import create_app, resolve_replication
 
     kafka = kafka_access(settings)
     setting = "WORKER_DATABASE_URL" if settings.worker_database_url else "DATABASE_URL"
@@ -33,7 +32,7 @@ def worker(settings: Settings, loglevel: str) -> None:
         psycopg.connect(database_url, connect_timeout=10).close()
     except psycopg.OperationalError as exc:
         raise click.ClickException(database_unusable(setting, database_url, exc)) from None
-    asyncio.run(kafka_io.reachable(kafka))
+    settings = asyncio.run(resolve_replication(settings, kafka))
     logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the worker's logs are Faust's
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings, database_url, kafka)

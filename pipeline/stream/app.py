@@ -11,7 +11,7 @@ import faust
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.settings import Settings
-from pipeline.stream import logs, timers, usage_agent
+from pipeline.stream import kafka_io, logs, timers, usage_agent
 from pipeline.stream.booker import Booker, BookingConfig
 from pipeline.stream.kafka_access import KafkaAccess, faust_credentials
 from pipeline.stream.live_view import install_live_view
@@ -21,15 +21,34 @@ FETCH_BYTES_PER_PARTITION = 8 * 1024 * 1024
 METADATA_MAX_AGE_MS = 10_000
 
 
+async def resolve_replication(settings: Settings, kafka: KafkaAccess) -> Settings:
+    """`settings` with TOPIC_REPLICATION_FACTOR=-1 made the brokers' default.replication.factor,
+    which Faust needs as a number for its own topics. It asks a broker, so it also proves
+    that one answers (KafkaConnectionError if none does)."""
+    if settings.topic_replication_factor >= 1:
+        await kafka_io.default_replication(kafka)
+        return settings
+    replication = await kafka_io.default_replication(kafka)
+    return settings.model_copy(update={"topic_replication_factor": replication})
+
+
 def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.TopicT]:
-    """The Faust app with the worker's settings, and its usage topic (no agents yet)."""
+    """The Faust app with the worker's settings, and its usage topic (no agents yet).
+    TOPIC_REPLICATION_FACTOR must be resolved (`resolve_replication`)."""
+    replicas = settings.topic_replication_factor
+    if replicas < 1:
+        raise ValueError("TOPIC_REPLICATION_FACTOR=-1 must be resolved: see resolve_replication")
     app = faust.App(
         settings.worker_id,
+        # Faust would read its own settings from the environment, and prefer them to these
+        # (TOPIC_REPLICATION_FACTOR=-1 is ours, not a number Faust takes): settings are ours.
+        env={},
         broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap.split(",")],
         broker_credentials=faust_credentials(kafka),
         datadir=str(settings.state_dir / "faust" / settings.worker_id),
         store="memory://",
         topic_partitions=settings.topic_partitions,
+        topic_replication_factor=replicas,
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
@@ -55,6 +74,7 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
         key_type=bytes,
         value_type=bytes,
         partitions=settings.topic_partitions,
+        replicas=replicas,
     )
     return app, usage
 
@@ -62,7 +82,13 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
 def create_app(settings: Settings, database_url: str, kafka: KafkaAccess) -> faust.App:
     app, usage = new_app(settings, kafka)
     outputs = [
-        app.topic(name, key_type=bytes, value_type=bytes, partitions=1)
+        app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=1,
+            replicas=settings.topic_replication_factor,
+        )
         for name in (settings.dlq_topic, settings.alerts_topic)
     ]
     live = install_live_view(app, usage) if settings.live_usage_view else None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     GroupCoordinatorNotAvailableError,
@@ -78,15 +79,6 @@ async def _settle(pending: list, on_sent: Callable[[int], None]) -> int:  # type
     on_sent(count)
     pending.clear()
     return count
-
-
-async def reachable(kafka: KafkaAccess) -> None:
-    """Return once a broker of `kafka` answers; KafkaConnectionError if none does."""
-    admin = AIOKafkaAdminClient(**client_options(kafka))
-    try:
-        await admin.start()
-    finally:
-        await admin.close()
 
 
 async def connection_fault(kafka: KafkaAccess) -> BaseException | None:
@@ -168,8 +160,11 @@ class TopicNotCreated(PipelineError):
     """The broker refused to create a topic (other than because it exists)."""
 
 
-async def ensure_topic(kafka: KafkaAccess, topic: str, partitions: int) -> None:
-    """Create `topic` with `partitions` unless it exists (its partitions stay as they are).
+async def ensure_topic(
+    kafka: KafkaAccess, topic: str, partitions: int, replication: int = -1
+) -> None:
+    """Create `topic` with `partitions` and `replication` replicas (-1: the brokers'
+    default.replication.factor) unless it exists (then it stays as it is).
 
     The broker answers per topic in the response (aiokafka does not raise): every error
     but "already exists" is raised as TopicNotCreated.
@@ -177,7 +172,10 @@ async def ensure_topic(kafka: KafkaAccess, topic: str, partitions: int) -> None:
     admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
-        response = await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
+        if replication < 1:
+            replication = await _default_replication(admin)
+        new = NewTopic(topic, partitions, replication_factor=replication)
+        response = await admin.create_topics([new])
     finally:
         await admin.close()
     for name, code, *message in response.topic_errors:
@@ -186,6 +184,30 @@ async def ensure_topic(kafka: KafkaAccess, topic: str, partitions: int) -> None:
         error = for_code(code)
         detail = message[0] if message and message[0] else error.description
         raise TopicNotCreated(f"topic {name!r} could not be created: {error.__name__}: {detail}")
+
+
+async def default_replication(kafka: KafkaAccess) -> int:
+    """The brokers' default.replication.factor (as one broker reports it)."""
+    admin = AIOKafkaAdminClient(**client_options(kafka))
+    await admin.start()
+    try:
+        return await _default_replication(admin)
+    finally:
+        await admin.close()
+
+
+async def _default_replication(admin: AIOKafkaAdminClient) -> int:
+    cluster = await admin.describe_cluster()
+    broker = str(cluster["brokers"][0]["node_id"])
+    wanted = {"default.replication.factor": None}
+    [response] = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.BROKER, broker, wanted)]
+    )
+    for resource in response.resources:
+        for name, value, *_ in resource[4]:
+            if name == "default.replication.factor":
+                return int(value)
+    raise KafkaError(f"broker {broker} did not report default.replication.factor")
 
 
 async def dead_letters(kafka: KafkaAccess, topic: str) -> list[DeadLetter]:

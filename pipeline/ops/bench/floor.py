@@ -12,6 +12,7 @@ costs before it books anything.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -23,7 +24,7 @@ from faust.worker import Worker
 
 from pipeline.settings import Settings
 from pipeline.stream import heap
-from pipeline.stream.app import new_app
+from pipeline.stream.app import new_app, resolve_replication
 from pipeline.stream.kafka_access import KafkaAccess
 from pipeline.stream.usage_agent import takes
 
@@ -33,8 +34,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--expect", type=int, required=True, help="Records to read.")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    settings = Settings()
-    app, usage = new_app(settings, KafkaAccess(settings.kafka_bootstrap_servers or ""))
+    kafka = KafkaAccess(Settings().kafka_bootstrap_servers or "")
+    settings = asyncio.run(resolve_replication(Settings(), kafka))
+    app, usage = new_app(settings, kafka)
     records = 0
     first: float | None = None
 

@@ -12,7 +12,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     GroupCoordinatorNotAvailableError,
+    KafkaConnectionError,
     KafkaError,
+    NodeNotReadyError,
+    RequestTimedOutError,
     TopicAlreadyExistsError,
     for_code,
 )
@@ -197,17 +200,23 @@ async def default_replication(kafka: KafkaAccess) -> int:
 
 
 async def _default_replication(admin: AIOKafkaAdminClient) -> int:
+    """default.replication.factor as the first broker that answers reports it (a broker
+    that just died stays in the metadata for a while)."""
     cluster = await admin.describe_cluster()
-    broker = str(cluster["brokers"][0]["node_id"])
     wanted = {"default.replication.factor": None}
-    [response] = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.BROKER, broker, wanted)]
-    )
-    for resource in response.resources:
-        for name, value, *_ in resource[4]:
-            if name == "default.replication.factor":
-                return int(value)
-    raise KafkaError(f"broker {broker} did not report default.replication.factor")
+    refused: KafkaError | None = None
+    for broker in (str(b["node_id"]) for b in cluster["brokers"]):
+        resource = ConfigResource(ConfigResourceType.BROKER, broker, wanted)
+        try:
+            [response] = await admin.describe_configs([resource])
+        except (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError) as exc:
+            refused = exc
+            continue
+        for described in response.resources:
+            for name, value, *_ in described[4]:
+                if name == "default.replication.factor":
+                    return int(value)
+    raise refused or KafkaError("no broker reported default.replication.factor")
 
 
 async def dead_letters(kafka: KafkaAccess, topic: str) -> list[DeadLetter]:

@@ -92,22 +92,29 @@ def start(
 
     Does not wait: see `wait_ready`.
     """
-    java = toolchain.require_java()
+    properties = server_properties(paths.kafka_data, port, controller_port, partitions, secure)
+    scram = scram_arguments(secure.users) if secure is not None else []
     entries = toolchain.classpath(paths, pom, progress)
+    return start_node(paths, properties, entries, os.urandom(16), scram)
+
+
+def start_node(
+    paths: StackPaths,
+    properties: list[tuple[str, str]],
+    entries: Sequence[str],
+    random16: bytes,
+    scram: Sequence[str] = (),
+) -> int:
+    """Write `properties`, format storage once (cluster id from `random16`, the same for
+    every node of a cluster), and spawn the node on classpath `entries`; return its pid."""
+    java = toolchain.require_java()
     paths.kafka_data.mkdir(parents=True, exist_ok=True)
     header = "Written by `usage-pipeline dev up` at every start; edits are overwritten."
-    write_atomically(
-        paths.kafka_properties,
-        render_properties(
-            server_properties(paths.kafka_data, port, controller_port, partitions, secure),
-            header,
-        ),
-    )
+    write_atomically(paths.kafka_properties, render_properties(properties, header))
     write_atomically(
         paths.kafka_log4j, render_properties(log4j2_properties(paths.kafka_log), header)
     )
-    scram = scram_arguments(secure.users) if secure is not None else []
-    format_storage(java, entries, paths, os.urandom(16), scram)
+    format_storage(java, entries, paths, random16, scram)
     pid = process.spawn_detached(broker_argv(java, entries, paths), paths.kafka_stdout)
     write_atomically(paths.kafka_pid, f"{pid}\n")
     return pid

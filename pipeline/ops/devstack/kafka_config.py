@@ -135,25 +135,69 @@ def server_properties(
         ("inter.broker.listener.name", "PLAINTEXT"),
         ("controller.listener.names", "CONTROLLER"),
         ("log.dirs", str(data_dir)),
+        *_broker_defaults(partitions, replicas=1),
+        *(_secure_entries(secure) if secure is not None else []),
+    ]
+
+
+def _broker_defaults(partitions: int, replicas: int) -> list[tuple[str, str]]:
+    """What every broker of ours sets, in a cluster of `replicas` brokers."""
+    min_isr = str(max(1, replicas - 1))  # a broker may be down and producers go on
+    return [
         # On: producers (the demo, gateways) may publish before a worker exists, and an
         # auto-created topic gets TOPIC_PARTITIONS partitions, as the pipeline would make it.
         ("auto.create.topics.enable", "true"),
         ("num.partitions", str(partitions)),
-        ("default.replication.factor", "1"),
-        ("min.insync.replicas", "1"),
-        ("offsets.topic.replication.factor", "1"),
+        ("default.replication.factor", str(replicas)),
+        ("min.insync.replicas", min_isr),
+        ("offsets.topic.replication.factor", str(replicas)),
         ("offsets.topic.num.partitions", "8"),
-        ("transaction.state.log.replication.factor", "1"),
-        ("transaction.state.log.min.isr", "1"),
+        ("transaction.state.log.replication.factor", str(replicas)),
+        ("transaction.state.log.min.isr", min_isr),
         ("transaction.state.log.num.partitions", "8"),
-        ("share.coordinator.state.topic.replication.factor", "1"),
-        ("share.coordinator.state.topic.min.isr", "1"),
+        ("share.coordinator.state.topic.replication.factor", str(replicas)),
+        ("share.coordinator.state.topic.min.isr", min_isr),
         # A single member joins at once instead of waiting 3 s for others.
         ("group.initial.rebalance.delay.ms", "0"),
         ("num.network.threads", "2"),
         ("num.io.threads", "4"),
         ("num.recovery.threads.per.data.dir", "1"),
-        *(_secure_entries(secure) if secure is not None else []),
+    ]
+
+
+CONTROLLER_NODE = 1
+"""The node id of a cluster's controller; its brokers are 2, 3, ..."""
+
+
+def controller_properties(data_dir: Path, controller_port: int) -> list[tuple[str, str]]:
+    """The controller of a cluster (`broker_properties`): KRaft metadata only, no clients."""
+    return [
+        ("process.roles", "controller"),
+        ("node.id", str(CONTROLLER_NODE)),
+        ("controller.quorum.voters", f"{CONTROLLER_NODE}@{LOOPBACK}:{controller_port}"),
+        ("listeners", f"CONTROLLER://{LOOPBACK}:{controller_port}"),
+        ("listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"),
+        ("controller.listener.names", "CONTROLLER"),
+        ("log.dirs", str(data_dir)),
+        ("num.recovery.threads.per.data.dir", "1"),
+    ]
+
+
+def broker_properties(
+    node_id: int, data_dir: Path, port: int, controller_port: int, partitions: int, brokers: int
+) -> list[tuple[str, str]]:
+    """Broker `node_id` of a cluster of `brokers` brokers, replicating every topic to all."""
+    return [
+        ("process.roles", "broker"),
+        ("node.id", str(node_id)),
+        ("controller.quorum.voters", f"{CONTROLLER_NODE}@{LOOPBACK}:{controller_port}"),
+        ("listeners", f"PLAINTEXT://{LOOPBACK}:{port}"),
+        ("advertised.listeners", f"PLAINTEXT://{LOOPBACK}:{port}"),
+        ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"),
+        ("inter.broker.listener.name", "PLAINTEXT"),
+        ("controller.listener.names", "CONTROLLER"),
+        ("log.dirs", str(data_dir)),
+        *_broker_defaults(partitions, replicas=brokers),
     ]
 
 

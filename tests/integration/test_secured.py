@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from pipeline.ops.devstack import postgres
 from pipeline.schema import logins, migrations, seed
 from pipeline.stream import kafka_io
 from pipeline.stream.kafka_access import KafkaAccess, tls_context
-from tests.integration.pipeline_harness import REPO, Harness, make_event, wait_for
+from tests.integration.pipeline_harness import REPO, Harness, free_port, make_event, wait_for
 from tests.integration.secured_stack import USER, SecuredStack, secured_stack
 from tests.integration.test_pipeline import new_user
 
@@ -80,9 +81,11 @@ def test_the_worker_books_through_sasl_ssl_and_verified_tls_to_postgres(
     context = tls_context(secured.ca_pem, None, None)
     password = SecretStr(secured.password)
     access = KafkaAccess(secured.sasl_ssl, "SASL_SSL", "SCRAM-SHA-512", USER, password, context)
+    web_port = free_port()
     h = Harness(
         owner_url, secured.sasl_ssl, access=access,
-        env_overrides=env | {"WORKER_DATABASE_URL": worker_url, "LOG_FORMAT": "json"},
+        env_overrides=env | {"WORKER_DATABASE_URL": worker_url, "LOG_FORMAT": "json",
+                             "WORKER_WEB_PORT": str(web_port)},
     )  # fmt: skip
     user = new_user(h, credits=100_000)
     events = [make_event(user) for _ in range(30)]
@@ -99,6 +102,9 @@ def test_the_worker_books_through_sasl_ssl_and_verified_tls_to_postgres(
             "the worker's sessions",
         )
         assert sessions == [(logins.WORKER_LOGIN, True)]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=10)
+        exposition = metrics.read().decode()
+        assert "usage_" in exposition and secured.password not in exposition
     finally:
         h.stop_worker()
     log = h.log_path.read_text() if h.log_path else ""

@@ -8,6 +8,7 @@ not name them, `from_environment` takes them from the local stack's ``stack.env`
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -137,6 +138,38 @@ class Settings(BaseSettings):
 
     worker_id: str = Field(default="usage-pipeline", validation_alias="WORKER_ID")
     """WORKER_ID: the Faust app id, which is also the Kafka consumer group."""
+
+    api_bind: str = Field(default="127.0.0.1", validation_alias="API_BIND")
+    """API_BIND: the address `usage-pipeline api` listens on (loopback by default)."""
+
+    api_port: int = Field(default=8080, ge=0, le=65535, validation_alias="API_PORT")
+    """API_PORT: the gateway API's port."""
+
+    api_database_url: str | None = Field(default=None, validation_alias="API_DATABASE_URL")
+    """API_DATABASE_URL: the API's own login (`db grant-login NAME --role api_reader`:
+    reads balances, usage and keys, writes nothing); unset means DATABASE_URL."""
+
+    api_db_pool_size: int = Field(
+        default_factory=lambda: 2 * (os.cpu_count() or 1) + 1,
+        ge=1,
+        validation_alias="API_DB_POOL_SIZE",
+    )
+    """API_DB_POOL_SIZE: the API's PostgreSQL connections, by the seed's formula
+    2 x cores + spindles (one disk) unless set."""
+
+    api_max_events: int = Field(default=1000, ge=1, validation_alias="API_MAX_EVENTS")
+    """API_MAX_EVENTS: most events in one POST /v1/events (more: 413)."""
+
+    api_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, validation_alias="API_MAX_BODY_BYTES"
+    )
+    """API_MAX_BODY_BYTES: largest request body (more: 413)."""
+
+    api_publish_timeout_seconds: float = Field(
+        default=10.0, gt=0, validation_alias="API_PUBLISH_TIMEOUT_SECONDS"
+    )
+    """API_PUBLISH_TIMEOUT_SECONDS: how long an ingest waits for the broker's acks before it
+    answers 503 with what was published."""
 
     log_format: Literal["text", "json"] = Field(default="text", validation_alias="LOG_FORMAT")
     """LOG_FORMAT: `text` (Faust's default) or `json`, one object per line with event context."""

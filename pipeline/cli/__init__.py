@@ -51,6 +51,7 @@ def main(ctx: click.Context) -> None:
 
 def _register() -> None:
     from pipeline.cli import (
+        api_commands,
         bench_commands,
         chaos_commands,
         db_commands,
@@ -79,6 +80,8 @@ def _register() -> None:
     main.add_command(money_commands.report_group)
     main.add_command(bench_commands.bench)
     main.add_command(chaos_commands.chaos_command)
+    main.add_command(api_commands.api_command)
+    main.add_command(api_commands.api_keys)
 
 
 _register()

@@ -34,7 +34,8 @@ class Report:
     rows: tuple[tuple[Any, ...], ...]
 
 
-_BY_USER = """
+# Per day and user: `report daily`, and the gateway API's /v1/users/{user_id}/usage.
+BY_USER = """
 SELECT coalesce(t.summary_date, c.summary_date) AS day,
        coalesce(t.user_id, c.user_id) AS user_id,
        coalesce(t.total_requests, 0) AS requests,
@@ -84,7 +85,7 @@ def daily_report(
         raise ReportError("the per-model summary has no users; drop --user or use --by user")
     with conn.cursor() as cur:
         cur.execute(
-            _BY_USER if by == "user" else _BY_MODEL, {"from": start, "to": end, "user": user}
+            BY_USER if by == "user" else _BY_MODEL, {"from": start, "to": end, "user": user}
         )
         assert cur.description is not None
         columns = tuple(c.name for c in cur.description)
@@ -106,14 +107,17 @@ def _json_value(value: Any) -> Any:
     return _text(value)
 
 
+def objects(report: Report) -> list[dict[str, Any]]:
+    """The rows as JSON objects, money and dates as their exact text."""
+    return [
+        {c: _json_value(v) for c, v in zip(report.columns, row, strict=True)} for row in report.rows
+    ]
+
+
 def render(report: Report, fmt: str) -> str:
     """The report as an aligned text table, CSV (with header) or a JSON array of objects."""
     if fmt == "json":
-        objects = [
-            {c: _json_value(v) for c, v in zip(report.columns, row, strict=True)}
-            for row in report.rows
-        ]
-        return json.dumps(objects, indent=2)
+        return json.dumps(objects(report), indent=2)
     cells = [[_text(v) for v in row] for row in report.rows]
     if fmt == "csv":
         out = io.StringIO()

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from pipeline.errors import PipelineError
 
-GROUP_ROLES = ("pipeline_writer", "finance_reader")
+GROUP_ROLES = ("pipeline_writer", "finance_reader", "api_reader")
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
 
 

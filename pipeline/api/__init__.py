@@ -1,0 +1,1 @@
+"""The gateway API (`usage-pipeline api`): HTTP ingest and the pre-request balance check."""

@@ -48,15 +48,23 @@ def scram_verifier(password: str, salt: bytes, iterations: int = SCRAM_ITERATION
 
 
 WORKER_LOGIN = "usage_worker"
-"""The worker's login where the product makes it itself (the demo, the chaos drill)."""
+"""The worker's login where the product makes it itself (the dev stack, the demo, the
+chaos drill)."""
+
+FINANCE_LOGIN = "usage_finance"
+"""Finance's login where the product makes it itself (the dev stack)."""
+
+
+def login_conninfo(owner_url: str, name: str, password: str) -> str:
+    """The conninfo of login `name`: the owner's, with the login's user and password."""
+    return psycopg.conninfo.make_conninfo(owner_url, user=name, password=password)
 
 
 def worker_login_url(conn: psycopg.Connection[Any], owner_url: str) -> str:
-    """Make WORKER_LOGIN (or give it a new password) and return its conninfo: the owner's
-    with the login's user and password."""
+    """Make WORKER_LOGIN (or give it a new password) and return its conninfo."""
     password = new_password()
     grant_login(conn, WORKER_LOGIN, "pipeline_writer", password)
-    return psycopg.conninfo.make_conninfo(owner_url, user=WORKER_LOGIN, password=password)
+    return login_conninfo(owner_url, WORKER_LOGIN, password)
 
 
 def grant_login(conn: psycopg.Connection[Any], name: str, role: str, password: str) -> bool:

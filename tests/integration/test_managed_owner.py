@@ -4,12 +4,8 @@ may grant only roles it holds ADMIN OPTION on, which it has on the roles it crea
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,30 +14,12 @@ from psycopg import sql
 
 from pipeline.cli import main
 from pipeline.money.credits import Grant, grant
-from pipeline.ops.devstack import postgres
-from pipeline.ops.devstack.ports import free_port
-from pipeline.ops.devstack.state import StackPaths
 from pipeline.schema.migrations import load_migrations
 from pipeline.schema.seed import ADMIN_USER_ID
 
 pytestmark = pytest.mark.integration
 
 OWNER_PASSWORD = "owner-password-for-this-test"
-
-
-@pytest.fixture(scope="module")
-def fresh_server() -> Iterator[str]:
-    """Superuser conninfo of a PostgreSQL of this module's own, where no group role exists
-    yet (a new managed instance); the session's server has them, made by its superuser."""
-    paths = StackPaths.of(Path(tempfile.mkdtemp(prefix="usage-pipeline-test-managed-")))
-    port = free_port()
-    try:
-        pid = postgres.start(paths, port)
-        postgres.wait_ready(paths, pid, port)
-        yield postgres.conninfo(port)
-    finally:
-        postgres.stop(paths)
-        shutil.rmtree(paths.root, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -123,22 +101,24 @@ def assert_writer_books_and_cannot_rewrite(owner: Owner, login: str, password: s
 
 
 def test_an_owner_that_is_no_superuser_migrates_rolls_back_and_makes_logins(
-    fresh_server: str,
+    own_postgres: str,
 ) -> None:
-    owner = make_owner(fresh_server, "managed_owner")
+    """On a server of its own, where no group role exists yet (a new managed instance; the
+    session's server has them, made by its superuser)."""
+    owner = make_owner(own_postgres, "managed_owner")
     login = "managed_worker"
     try:
         code, out, err = run(owner, "db", "migrate")
         assert code == 0, err
         assert out.count("applied ") == len(load_migrations())
         # The group roles are the owner's own, so it may grant them (PostgreSQL 16+).
-        assert admin_options(fresh_server, owner.name) == {
+        assert admin_options(own_postgres, owner.name) == {
             "pipeline_writer": True,
             "finance_reader": True,
         }
         code, out, err = run(owner, "db", "rollback", "--steps", str(len(load_migrations())))
         assert code == 0, err
-        assert admin_options(fresh_server, owner.name) == {}, "009's down drops its roles"
+        assert admin_options(own_postgres, owner.name) == {}, "009's down drops its roles"
         assert run(owner, "db", "migrate")[0] == 0
         code, out, err = run(owner, "db", "seed")
         assert code == 0 and out.startswith("seeded "), err
@@ -151,10 +131,10 @@ def test_an_owner_that_is_no_superuser_migrates_rolls_back_and_makes_logins(
             stdin="the-writers-password\n",
         )  # fmt: skip
         assert code == 0 and err.strip() == f"updated login {login} in pipeline_writer", err
-        assert admin_options(fresh_server, login) == {"pipeline_writer": False}
+        assert admin_options(own_postgres, login) == {"pipeline_writer": False}
         assert_writer_books_and_cannot_rewrite(owner, login, "the-writers-password")
     finally:
-        drop_owner(fresh_server, owner, [login])
+        drop_owner(own_postgres, owner, [login])
 
 
 def test_an_owner_beside_group_roles_another_role_made_is_told_what_to_grant(

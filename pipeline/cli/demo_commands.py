@@ -46,7 +46,12 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
         click.echo(f"seed: {seed.seed(conn)}")
         now = datetime.now(UTC)
         demo.setup_users(conn, sample.DEMO_USERS, now)
-        worker_url = logins.worker_login_url(conn, database_url)  # the worker's own login
+        # The worker's own login: the stack's on its embedded server, else made here.
+        worker_url = (
+            env.logins.worker_database_url
+            if env.logins is not None
+            else logins.worker_login_url(conn, database_url)
+        )
     # A new seed per run: the same seed twice replays the same request ids with new times,
     # which the books rightly reject as conflicting duplicates.
     generated = sample.generate(events, now, seed=rng_seed or random.randrange(2**32))

@@ -38,6 +38,13 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
     if events < 1:
         raise click.BadParameter("must be at least 1", param_hint="--events")
     env = devstack.up(settings)
+    # On a fresh state directory the settings were read before `up` recorded the addresses.
+    settings = settings.model_copy(
+        update={
+            "database_url": env.database_url,
+            "kafka_bootstrap_servers": env.kafka_bootstrap_servers,
+        }
+    )
     database_url, kafka = stack_urls(settings)
     click.echo(f"stack up: {env}")
     with psycopg.connect(database_url) as conn:

@@ -1,12 +1,13 @@
-"""Login roles for the two group roles of migration 009: the worker's (`pipeline_writer`)
-and finance's (`finance_reader`). A login is a member of exactly one of them, so the
-ledgers' immutability (INSERT, never UPDATE or DELETE) holds for whoever runs the worker.
+"""Login roles for the group roles of migrations 009 and 013: the worker's
+(`pipeline_writer`), finance's (`finance_reader`) and the gateway API's (`api_reader`). A
+login is a member of exactly one of them, so the ledgers' immutability (INSERT, never
+UPDATE or DELETE) holds for whoever runs the worker.
 
 The password reaches the server only as a SCRAM-SHA-256 verifier, never in clear (so no
 statement log can show it). Creating a role needs CREATEROLE, which the owner of a
 managed PostgreSQL (RDS, Cloud SQL, Azure) has without being a superuser; from
 PostgreSQL 16 on, such an owner also needs ADMIN OPTION on the group role it grants,
-which it holds on the roles it created itself (migration 009 run as that owner). So
+which it holds on the roles it created itself (the migrations run as that owner). So
 nothing here names an attribute a non-superuser may not touch: an existing login is
 altered only in what it must lose, and only memberships it has are revoked.
 """

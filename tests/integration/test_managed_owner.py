@@ -14,6 +14,7 @@ from psycopg import sql
 
 from pipeline.cli import main
 from pipeline.money.credits import Grant, grant
+from pipeline.schema.logins import GROUP_ROLES
 from pipeline.schema.migrations import load_migrations
 from pipeline.schema.seed import ADMIN_USER_ID
 
@@ -72,9 +73,9 @@ def admin_options(url: str, member: str) -> dict[str, bool]:
             """
             SELECT g.rolname, m.admin_option FROM pg_auth_members m
             JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
-            WHERE u.rolname = %s AND g.rolname IN ('pipeline_writer', 'finance_reader')
+            WHERE u.rolname = %s AND g.rolname = ANY(%s)
             """,
-            (member,),
+            (member, list(GROUP_ROLES)),
         ).fetchall()
     return dict(rows)
 
@@ -112,10 +113,7 @@ def test_an_owner_that_is_no_superuser_migrates_rolls_back_and_makes_logins(
         assert code == 0, err
         assert out.count("applied ") == len(load_migrations())
         # The group roles are the owner's own, so it may grant them (PostgreSQL 16+).
-        assert admin_options(own_postgres, owner.name) == {
-            "pipeline_writer": True,
-            "finance_reader": True,
-        }
+        assert admin_options(own_postgres, owner.name) == dict.fromkeys(GROUP_ROLES, True)
         code, out, err = run(owner, "db", "rollback", "--steps", str(len(load_migrations())))
         assert code == 0, err
         assert admin_options(own_postgres, owner.name) == {}, "009's down drops its roles"
@@ -154,10 +152,9 @@ def test_an_owner_beside_group_roles_another_role_made_is_told_what_to_grant(
         assert code == 0, err
         with psycopg.connect(pg_admin_url) as conn:
             kept = conn.execute(
-                "SELECT count(*) FROM pg_roles WHERE rolname IN "
-                "('pipeline_writer', 'finance_reader')"
+                "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (list(GROUP_ROLES),)
             ).fetchone()
-        assert kept == (2,)
+        assert kept == (len(GROUP_ROLES),)
         assert run(owner, "db", "migrate")[0] == 0
         assert run(owner, "db", "seed")[0] == 0
 
@@ -165,7 +162,7 @@ def test_an_owner_beside_group_roles_another_role_made_is_told_what_to_grant(
         errors = [line for line in err.splitlines() if line.startswith("Error:")]
         assert code == 1 and len(errors) == 1 and out == "", err
         assert "ADMIN option" in errors[0]
-        fix = f"GRANT pipeline_writer, finance_reader TO {owner.name} WITH ADMIN OPTION"
+        fix = f"GRANT {', '.join(GROUP_ROLES)} TO {owner.name} WITH ADMIN OPTION"
         assert fix in errors[0]
         with psycopg.connect(pg_admin_url) as conn:
             made = conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
@@ -173,8 +170,9 @@ def test_an_owner_beside_group_roles_another_role_made_is_told_what_to_grant(
 
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("GRANT pipeline_writer, finance_reader TO {} WITH ADMIN OPTION").format(
-                    sql.Identifier(owner.name)
+                sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
+                    sql.SQL(", ").join(map(sql.Identifier, GROUP_ROLES)),
+                    sql.Identifier(owner.name),
                 )
             )
         code, out, err = run(owner, "db", "grant-login", login, "--role", "pipeline_writer")

@@ -5,10 +5,11 @@ FROM api_reader;
 DROP TABLE api_keys;
 REVOKE USAGE ON SCHEMA public FROM api_reader;
 
--- Cluster-wide, as in 009: dropped only if no other database still grants it anything.
+-- Cluster-wide, as in 009: dropped only if no other database still grants it anything,
+-- and only if this owner may (a non-superuser owner may not drop a role another role made).
 DO $$
 BEGIN
     DROP ROLE IF EXISTS api_reader;
 EXCEPTION
-    WHEN dependent_objects_still_exist THEN NULL;
+    WHEN dependent_objects_still_exist OR insufficient_privilege THEN NULL;
 END $$;

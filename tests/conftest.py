@@ -9,6 +9,9 @@ Fixtures:
 - ``stack`` (session): the started stack (`TestStack`); fails loudly if it cannot start.
 - ``pg_admin_url`` (session): superuser conninfo of the test server.
 - ``kafka_bootstrap`` (session): "127.0.0.1:port" of the test broker.
+- ``own_postgres`` (module): superuser conninfo of a PostgreSQL of the module's own, started
+  as the stack starts its own (no Kafka), for tests that need a cluster to themselves
+  (roles are cluster-wide).
 - ``empty_db`` (function): conninfo of a fresh empty database, dropped afterwards.
 - ``migrated_db`` (function): conninfo of a fresh database with every migration applied
   (a copy of a template migrated once per session), dropped afterwards.
@@ -41,6 +44,7 @@ from psycopg import sql
 from pipeline.ops import devstack
 from pipeline.ops.devstack import postgres
 from pipeline.ops.devstack.ports import free_port
+from pipeline.ops.devstack.state import StackPaths
 from pipeline.settings import Settings
 
 T = TypeVar("T")
@@ -103,6 +107,19 @@ def pg_admin_url(stack: TestStack) -> str:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(stack: TestStack) -> str:
     return stack.kafka_bootstrap
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[str]:
+    paths = StackPaths.of(Path(tempfile.mkdtemp(prefix="usage-pipeline-test-postgres-")))
+    try:
+        port = free_port()
+        pid = postgres.start(paths, port)
+        postgres.wait_ready(paths, pid, port)
+        yield postgres.conninfo(port)
+    finally:
+        postgres.stop(paths)
+        shutil.rmtree(paths.root, ignore_errors=True)
 
 
 def _create_database(admin_url: str, name: str, template: str | None = None) -> str:

@@ -38,6 +38,13 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
     if events < 1:
         raise click.BadParameter("must be at least 1", param_hint="--events")
     env = devstack.up(settings)
+    # On a fresh state directory the settings were read before `up` recorded the addresses.
+    settings = settings.model_copy(
+        update={
+            "database_url": env.database_url,
+            "kafka_bootstrap_servers": env.kafka_bootstrap_servers,
+        }
+    )
     database_url, kafka = stack_urls(settings)
     click.echo(f"stack up: {env}")
     with psycopg.connect(database_url) as conn:
@@ -46,7 +53,12 @@ def demo_command(settings: Settings, events: int, rng_seed: int | None, timeout:
         click.echo(f"seed: {seed.seed(conn)}")
         now = datetime.now(UTC)
         demo.setup_users(conn, sample.DEMO_USERS, now)
-        worker_url = logins.worker_login_url(conn, database_url)  # the worker's own login
+        # The worker's own login: the stack's on its embedded server, else made here.
+        worker_url = (
+            env.logins.worker_database_url
+            if env.logins is not None
+            else logins.worker_login_url(conn, database_url)
+        )
     # A new seed per run: the same seed twice replays the same request ids with new times,
     # which the books rightly reject as conflicting duplicates.
     generated = sample.generate(events, now, seed=rng_seed or random.randrange(2**32))

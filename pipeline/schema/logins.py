@@ -1,10 +1,15 @@
-"""Login roles for the two group roles of migration 009: the worker's (`pipeline_writer`)
-and finance's (`finance_reader`). A login is a member of exactly one of them, so the
-ledgers' immutability (INSERT, never UPDATE or DELETE) holds for whoever runs the worker.
+"""Login roles for the group roles of migrations 009 and 013: the worker's
+(`pipeline_writer`), finance's (`finance_reader`) and the gateway API's (`api_reader`). A
+login is a member of exactly one of them, so the ledgers' immutability (INSERT, never
+UPDATE or DELETE) holds for whoever runs the worker.
 
 The password reaches the server only as a SCRAM-SHA-256 verifier, never in clear (so no
 statement log can show it). Creating a role needs CREATEROLE, which the owner of a
-managed PostgreSQL (RDS, Cloud SQL, Azure) has without being a superuser.
+managed PostgreSQL (RDS, Cloud SQL, Azure) has without being a superuser; from
+PostgreSQL 16 on, such an owner also needs ADMIN OPTION on the group role it grants,
+which it holds on the roles it created itself (the migrations run as that owner). So
+nothing here names an attribute a non-superuser may not touch: an existing login is
+altered only in what it must lose, and only memberships it has are revoked.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import secrets
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg import sql
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 GROUP_ROLES = ("pipeline_writer", "finance_reader", "api_reader")
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
@@ -43,15 +49,23 @@ def scram_verifier(password: str, salt: bytes, iterations: int = SCRAM_ITERATION
 
 
 WORKER_LOGIN = "usage_worker"
-"""The worker's login where the product makes it itself (the demo, the chaos drill)."""
+"""The worker's login where the product makes it itself (the dev stack, the demo, the
+chaos drill)."""
+
+FINANCE_LOGIN = "usage_finance"
+"""Finance's login where the product makes it itself (the dev stack)."""
+
+
+def login_conninfo(owner_url: str, name: str, password: str) -> str:
+    """The conninfo of login `name`: the owner's, with the login's user and password."""
+    return psycopg.conninfo.make_conninfo(owner_url, user=name, password=password)
 
 
 def worker_login_url(conn: psycopg.Connection[Any], owner_url: str) -> str:
-    """Make WORKER_LOGIN (or give it a new password) and return its conninfo: the owner's
-    with the login's user and password."""
+    """Make WORKER_LOGIN (or give it a new password) and return its conninfo."""
     password = new_password()
     grant_login(conn, WORKER_LOGIN, "pipeline_writer", password)
-    return psycopg.conninfo.make_conninfo(owner_url, user=WORKER_LOGIN, password=password)
+    return login_conninfo(owner_url, WORKER_LOGIN, password)
 
 
 def grant_login(conn: psycopg.Connection[Any], name: str, role: str, password: str) -> bool:
@@ -65,18 +79,69 @@ def grant_login(conn: psycopg.Connection[Any], name: str, role: str, password: s
     with conn.transaction():
         if conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
             raise LoginRefused(f"role {role} does not exist: run `usage-pipeline db migrate`")
-        found = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (name,))
+        found = conn.execute(_ATTRIBUTES, (name,))
         existing = found.fetchone()
         if existing is not None and existing[0]:
             raise LoginRefused(f"{name} is a superuser: no privilege would bind it")
         verifier = sql.Literal(scram_verifier(password, secrets.token_bytes(16)))
-        statement = "ALTER" if existing is not None else "CREATE"
-        conn.execute(
-            sql.SQL(statement + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}")
-            .format(ident, verifier)
-        )  # fmt: skip
-        for other in GROUP_ROLES:
-            if other != role:
+        if existing is None:
+            statement = sql.SQL(
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+            ).format(ident, verifier)
+        else:
+            # Naming an attribute, even to clear it, needs holding it (PostgreSQL 16+).
+            lost = [clause for clause, held in zip(_CLEARED, existing[1:], strict=True) if held]
+            statement = sql.SQL("ALTER ROLE {} LOGIN {} PASSWORD {}").format(
+                ident, sql.SQL(" ").join(lost), verifier
+            )
+        try:
+            conn.execute(statement)
+            held = _group_roles_of(conn, name)
+            for other in sorted(held - {role}):
                 conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(other), ident))
-        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), ident))
+            if role not in held:
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), ident))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            me, groups = conn.info.user, ", ".join(GROUP_ROLES)
+            raise LoginRefused(
+                f"cannot make login {name} in {role}: {_with_detail(exc)}; {me} needs "
+                f"CREATEROLE and ADMIN OPTION on {groups}, which it has on roles it created "
+                f"(else their creator runs GRANT {groups} TO {me} WITH ADMIN OPTION)"
+            ) from None
+        kept = _group_roles_of(conn, name)
+        if kept != {role}:
+            # A non-superuser's REVOKE leaves grants another role made (a warning only).
+            others = ", ".join(sorted(kept - {role}))
+            raise LoginRefused(
+                f"{name} stays in {others}: another role granted it, and must revoke it"
+            )
     return existing is None
+
+
+_ATTRIBUTES = """
+    SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls
+    FROM pg_roles WHERE rolname = %s
+"""
+_CLEARED = tuple(
+    sql.SQL(clause) for clause in ("NOCREATEDB", "NOCREATEROLE", "NOREPLICATION", "NOBYPASSRLS")
+)
+"""What an existing login loses, in the order of `_ATTRIBUTES` after rolsuper."""
+
+
+def _group_roles_of(conn: psycopg.Connection[Any], name: str) -> set[str]:
+    """The group roles (of GROUP_ROLES) `name` is a direct member of."""
+    rows = conn.execute(
+        """
+        SELECT g.rolname FROM pg_auth_members m
+        JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
+        WHERE u.rolname = %s AND g.rolname = ANY(%s)
+        """,
+        (name, list(GROUP_ROLES)),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _with_detail(exc: psycopg.Error) -> str:
+    """The server's message and its detail, on one line (the detail says which privilege)."""
+    parts = (exc.diag.message_primary, exc.diag.message_detail)
+    return ": ".join(part.strip().rstrip(".") for part in parts if part) or first_line(exc)

@@ -6,6 +6,17 @@ the checksum is the sha256 of the up file, so an applied migration that was edit
 reported instead of silently diverging. Every transaction first takes a transaction-level
 advisory lock, so two migrators started at once apply each migration once.
 
+Who runs them: the database's owner (``DATABASE_URL``), which need not be a superuser, as
+on a managed PostgreSQL (RDS, Cloud SQL, Azure). It needs to **own the database** (from
+PostgreSQL 15 only the owner may create in its ``public`` schema) and **CREATEROLE**:
+migrations 009 and 013 create the cluster-wide group roles ``pipeline_writer``,
+``finance_reader`` and ``api_reader`` unless they exist. From PostgreSQL 16 on, a role
+made by a CREATEROLE owner comes with ADMIN OPTION to it, which `db grant-login` needs to
+grant the role; if another role made them (another database's owner, say), the
+migrations still apply (a table's owner grants on it to any role) but that role must
+first run ``GRANT pipeline_writer, finance_reader, api_reader TO <owner> WITH ADMIN
+OPTION``. No migration needs a superuser, an extension or a setting of the server.
+
 Statements that cannot run in a transaction (``CREATE INDEX CONCURRENTLY``) are not
 supported. Planning (which files to apply or undo) is pure; the shell reads files and talks
 to PostgreSQL.

@@ -15,12 +15,20 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg.conninfo import conninfo_to_dict
 
+from pipeline import settings
 from pipeline.cli import main
-from pipeline.ops.devstack import kafka_config, postgres, process, stack, toolchain
+from pipeline.ops.devstack import kafka_config, postgres, process, stack, stack_logins, toolchain
 from pipeline.ops.devstack.ports import free_ports, port_is_free
 from pipeline.ops.devstack.stack_errors import INSTALL_HINT, ToolMissing
-from pipeline.ops.devstack.state import Ports, StackPaths, parse_ports, render_ports
+from pipeline.ops.devstack.state import (
+    Ports,
+    StackPaths,
+    parse_ports,
+    render_ports,
+    write_atomically,
+)
 from pipeline.ops.devstack.waiting import wait_until
 
 PATHS = StackPaths.of(Path("/srv/state"))
@@ -271,6 +279,70 @@ def test_env_lines_are_what_a_shell_reads_back() -> None:
     script = "\n".join(stack.env_lines(env, export=True)) + '\nprintf %s "$DATABASE_URL"'
     shell = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
     assert shell.stdout == env.database_url
+
+
+LOGINS = stack_logins.login_urls(
+    postgres.conninfo(5499), {"usage_worker": "w-secret", "usage_finance": "f-secret"}
+)
+
+
+def test_env_lines_name_the_logins_after_the_owner() -> None:
+    env = stack.StackEnv("127.0.0.1:9092", postgres.conninfo(5499), LOGINS)
+    names = [line.split("=", 1)[0] for line in stack.env_lines(env)]
+    assert names == [
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "DATABASE_URL",
+        "WORKER_DATABASE_URL",
+        "FINANCE_DATABASE_URL",
+    ]
+    worker = conninfo_to_dict(shlex.split(stack.env_lines(env)[2])[0].split("=", 1)[1])
+    assert (worker["user"], worker["password"], worker["port"]) == (
+        "usage_worker",
+        "w-secret",
+        "5499",
+    )
+    assert "secret" not in str(env) and "usage_worker" in str(env)
+    assert "secret" not in str(stack.StackEnv("k:1", "postgresql://app:secret@db/x"))
+
+
+def test_login_passwords_read_back_and_garbage_is_left_out() -> None:
+    passwords = {"usage_worker": "a", "usage_finance": "b"}
+    assert stack_logins.parse_passwords(stack_logins.render_passwords(passwords)) == passwords
+    assert stack_logins.parse_passwords("not json") == {}
+    assert stack_logins.parse_passwords("[1]") == {}
+    garbage = '{"usage_worker": 7, "usage_finance": "", "postgres": "x"}'
+    assert stack_logins.parse_passwords(garbage) == {}
+
+
+def test_logins_are_known_only_with_both_passwords(tmp_path: Path) -> None:
+    paths = StackPaths.of(tmp_path)
+    assert stack_logins.known(paths, postgres.conninfo(5499)) is None
+    write_atomically(paths.login_passwords, '{"usage_worker": "w-secret"}')
+    assert stack_logins.known(paths, postgres.conninfo(5499)) is None
+    text = '{"usage_worker": "w-secret", "usage_finance": "f-secret"}'
+    write_atomically(paths.login_passwords, text)
+    assert stack_logins.known(paths, postgres.conninfo(5499)) == LOGINS
+
+
+def test_a_private_file_is_only_its_owners_from_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "secret.env"
+    path.write_text("old")
+    path.chmod(0o644)
+    write_atomically(path, "new", private=True)
+    assert (path.read_text(), path.stat().st_mode & 0o777) == ("new", 0o600)
+
+
+def test_the_worker_finds_its_login_in_stack_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = stack.StackEnv("127.0.0.1:9092", postgres.conninfo(5499), LOGINS)
+    (tmp_path / settings.STACK_ENV).write_text("\n".join(stack.env_lines(env)) + "\n")
+    for name in ("DATABASE_URL", "WORKER_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("USAGE_PIPELINE_STATE_DIR", str(tmp_path))
+    found = settings.from_environment()
+    assert found.worker_database_url == LOGINS.worker_database_url
+    assert found.database_url == postgres.conninfo(5499)
 
 
 def test_database_url_naming_our_own_server_is_not_external() -> None:

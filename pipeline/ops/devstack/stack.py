@@ -1,8 +1,10 @@
 """The local stack as a whole: `up`, `down`, `status` and the addresses the pipeline uses.
 
 Kafka always runs locally; PostgreSQL runs locally unless ``DATABASE_URL`` names another
-server. `up` is idempotent (a running server is reused, never started twice) and undoes
-what it started if a later step fails, so a failed `up` leaves no process behind.
+server. On the local one `up` also applies the migrations and makes the stack's own logins
+(`stack_logins`); a server of ``DATABASE_URL`` is left as it is. `up` is idempotent (a
+running server is reused, never started twice) and undoes what it started if a later step
+fails, so a failed `up` leaves no process behind.
 """
 
 from __future__ import annotations
@@ -17,10 +19,19 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
-from pipeline.ops.devstack import kafka, postgres, toolchain
+from pipeline.errors import PipelineError
+from pipeline.ops.devstack import kafka, postgres, stack_logins, toolchain
 from pipeline.ops.devstack.ports import LOOPBACK, free_ports
 from pipeline.ops.devstack.stack_errors import StackNotRunning
-from pipeline.ops.devstack.state import Ports, StackPaths, locked, read_ports, write_ports
+from pipeline.ops.devstack.stack_logins import StackLogins
+from pipeline.ops.devstack.state import (
+    Ports,
+    StackPaths,
+    locked,
+    read_ports,
+    write_atomically,
+    write_ports,
+)
 from pipeline.settings import STACK_ENV, Settings
 
 START_HINT = "start it with `usage-pipeline dev up`"
@@ -32,18 +43,29 @@ class StackEnv:
 
     kafka_bootstrap_servers: str
     database_url: str
+    """The owner's (the local server's superuser, or the DATABASE_URL given)."""
+    logins: StackLogins | None = None
+    """The stack's own logins on the local server; None on a server of DATABASE_URL."""
 
     def __str__(self) -> str:
-        return " ".join(env_lines(self))
+        """For people: the addresses, never a password."""
+        text = f"kafka {self.kafka_bootstrap_servers}, postgres {redact(self.database_url)}"
+        if self.logins is not None:
+            text += f" (logins {', '.join(stack_logins.ROLES)})"
+        return text
 
 
 def env_lines(env: StackEnv, export: bool = False) -> list[str]:
     """Shell-sourceable ``NAME=value`` lines (``export NAME=value`` with ``export``)."""
+    values = {
+        "KAFKA_BOOTSTRAP_SERVERS": env.kafka_bootstrap_servers,
+        "DATABASE_URL": env.database_url,
+    }
+    if env.logins is not None:
+        values["WORKER_DATABASE_URL"] = env.logins.worker_database_url
+        values["FINANCE_DATABASE_URL"] = env.logins.finance_database_url
     prefix = "export " if export else ""
-    return [
-        f"{prefix}KAFKA_BOOTSTRAP_SERVERS={shlex.quote(env.kafka_bootstrap_servers)}",
-        f"{prefix}DATABASE_URL={shlex.quote(env.database_url)}",
-    ]
+    return [f"{prefix}{name}={shlex.quote(value)}" for name, value in values.items()]
 
 
 class State(StrEnum):
@@ -156,10 +178,17 @@ def up(
                 db_url = postgres.conninfo(server.port)
             pg_port = server.port if server is not None else recorded.postgres
             write_ports(paths, Ports(broker.port, controller_port, pg_port))
+            made = None
             if server is not None:
                 postgres.wait_ready(paths, server.pid, server.port)
+                made = _make_logins(paths, db_url, progress)  # while the broker boots
+            else:
+                progress(
+                    f"postgres: DATABASE_URL names a database of its own ({redact(db_url)}); no "
+                    "logins made there: its owner makes them with `usage-pipeline db grant-login`"
+                )
             kafka.wait_ready(paths, broker.pid, broker.port)
-            addresses = StackEnv(f"{LOOPBACK}:{broker.port}", db_url)
+            addresses = StackEnv(f"{LOOPBACK}:{broker.port}", db_url, made)
             _record_addresses(paths, addresses)
             progress(f"stack: ready in {time.monotonic() - began:.1f}s")
         except BaseException:
@@ -169,12 +198,23 @@ def up(
     return addresses
 
 
+def _make_logins(
+    paths: StackPaths, owner_url: str, progress: Callable[[str], None]
+) -> StackLogins | None:
+    """The local server's schema and logins; a failure (a migration edited since it was
+    applied, say) is said, and the stack comes up without them so it can be fixed."""
+    try:
+        return stack_logins.make(paths, owner_url, progress)
+    except PipelineError as exc:
+        progress(f"postgres: no logins made: {exc}; fix it, then `usage-pipeline dev up` again")
+        return None
+
+
 def _record_addresses(paths: StackPaths, addresses: StackEnv) -> None:
-    """Where the pipeline's commands find this stack (`pipeline.settings.from_environment`)."""
-    recorded = paths.root / STACK_ENV
-    staged = recorded.with_suffix(".tmp")
-    staged.write_text("\n".join(env_lines(addresses)) + "\n")
-    staged.replace(recorded)
+    """Where the pipeline's commands find this stack (`pipeline.settings.from_environment`):
+    the worker finds its login there. Private, as it holds the logins' passwords."""
+    text = "\n".join(env_lines(addresses)) + "\n"
+    write_atomically(paths.root / STACK_ENV, text, private=True)
 
 
 def _start_kafka(
@@ -213,7 +253,8 @@ def _start_postgres(
 
 
 def down(settings: Settings) -> list[str]:
-    """Stop this state directory's servers; return what was stopped, for people."""
+    """Stop this state directory's servers; return what was stopped, for people. The data,
+    and the passwords of the stack's logins with it, stay."""
     paths = StackPaths.of(settings.state_dir)
     stopped: list[str] = []
     with locked(paths):
@@ -318,5 +359,10 @@ def _kafka_bootstrap(settings: Settings) -> str:
 
 
 def env(settings: Settings) -> StackEnv:
-    """The addresses `up` printed: the configured ones, else the running stack's."""
-    return StackEnv(_kafka_bootstrap(settings), _database_url(settings))
+    """The addresses `up` printed: the configured ones, else the running stack's; with the
+    stack's logins when the database is the local server."""
+    bootstrap, database_url = _kafka_bootstrap(settings), _database_url(settings)
+    paths = StackPaths.of(settings.state_dir)
+    ours = external_database(settings.database_url, read_ports(paths)) is None
+    made = stack_logins.known(paths, database_url) if ours else None
+    return StackEnv(bootstrap, database_url, made)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -41,6 +42,12 @@ class StackPaths:
     @property
     def ports(self) -> Path:
         return self.root / "stack.json"
+
+    @property
+    def login_passwords(self) -> Path:
+        """The passwords of the stack's own logins (mode 0600; `down` keeps it, as it keeps
+        the data directory whose password verifiers it matches)."""
+        return self.root / "logins.json"
 
     @property
     def kafka(self) -> Path:
@@ -126,11 +133,15 @@ def write_ports(paths: StackPaths, ports: Ports) -> None:
     write_atomically(paths.ports, render_ports(ports))
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so a reader never sees half a file."""
+def write_atomically(path: Path, text: str, private: bool = False) -> None:
+    """Replace ``path`` with ``text`` so a reader never sees half a file; ``private``: a
+    file only its owner may read, from its creation on (for passwords)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
+    partial.unlink(missing_ok=True)
+    mode = 0o600 if private else 0o666  # less the umask, as for any new file
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as out:
+        out.write(text)
     partial.replace(path)
 
 

@@ -31,6 +31,7 @@ class Cluster:
     """node id -> its client port."""
     partitions: int
     cluster_random: bytes
+    java: str
     classpath: tuple[str, ...]
 
     @property
@@ -51,13 +52,14 @@ def start(
     """Start a controller and `brokers` brokers; return once every broker answers."""
     controller_port, *ports = free_ports(1 + brokers, (), frozenset())
     ids = range(CONTROLLER_NODE + 1, CONTROLLER_NODE + 1 + brokers)
+    java = toolchain.require_java()
     entries = toolchain.classpath(StackPaths.of(root), pom, progress)
     cluster = Cluster(root, controller_port, dict(zip(ids, ports, strict=True)), partitions,
-                      os.urandom(16), tuple(entries))  # fmt: skip
+                      os.urandom(16), java, tuple(entries))  # fmt: skip
     try:
         node = cluster.node(CONTROLLER_NODE)
         properties = controller_properties(node.kafka_data, controller_port)
-        kafka.start_node(node, properties, cluster.classpath, cluster.cluster_random)
+        kafka.start_node(node, properties, cluster.java, cluster.classpath, cluster.cluster_random)
         for node_id in cluster.broker_ports:
             start_broker(cluster, node_id, wait=False)
         for node_id, port in cluster.broker_ports.items():
@@ -82,7 +84,9 @@ def start_broker(cluster: Cluster, node_id: int, wait: bool = True) -> None:
         node_id, paths.kafka_data, port, cluster.controller_port, cluster.partitions,
         len(cluster.broker_ports),
     )  # fmt: skip
-    pid = kafka.start_node(paths, properties, cluster.classpath, cluster.cluster_random)
+    pid = kafka.start_node(
+        paths, properties, cluster.java, cluster.classpath, cluster.cluster_random
+    )
     if wait:
         kafka.wait_ready(paths, pid, port)
 

@@ -94,20 +94,22 @@ def start(
     """
     properties = server_properties(paths.kafka_data, port, controller_port, partitions, secure)
     scram = scram_arguments(secure.users) if secure is not None else []
+    java = toolchain.require_java()
     entries = toolchain.classpath(paths, pom, progress)
-    return start_node(paths, properties, entries, os.urandom(16), scram)
+    return start_node(paths, properties, java, entries, os.urandom(16), scram)
 
 
 def start_node(
     paths: StackPaths,
     properties: list[tuple[str, str]],
+    java: str,
     entries: Sequence[str],
     random16: bytes,
     scram: Sequence[str] = (),
 ) -> int:
     """Write `properties`, format storage once (cluster id from `random16`, the same for
-    every node of a cluster), and spawn the node on classpath `entries`; return its pid."""
-    java = toolchain.require_java()
+    every node of a cluster), and spawn the node with `java` on classpath `entries`;
+    return its pid."""
     paths.kafka_data.mkdir(parents=True, exist_ok=True)
     header = "Written by `usage-pipeline dev up` at every start; edits are overwritten."
     write_atomically(paths.kafka_properties, render_properties(properties, header))

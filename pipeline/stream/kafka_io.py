@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -159,6 +160,13 @@ async def group_lag(kafka: KafkaAccess, group: str, topic: str) -> int | None:
         await admin.close()
 
 
+NODE_ATTEMPTS = 10
+NODE_RETRY_SECONDS = 0.5
+_NODE_GONE = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError)
+"""What an admin request to a broker that just died raises: aiokafka picks the node from
+its metadata, which lists that broker until the controller fences it."""
+
+
 class TopicNotCreated(PipelineError):
     """The broker refused to create a topic (other than because it exists)."""
 
@@ -175,10 +183,17 @@ async def ensure_topic(
     admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
-        if replication < 1:
-            replication = await _default_replication(admin)
-        new = NewTopic(topic, partitions, replication_factor=replication)
-        response = await admin.create_topics([new])
+        for attempt in range(NODE_ATTEMPTS):  # a broker just gone stays in the metadata a while
+            try:
+                if replication < 1:
+                    replication = await _default_replication(admin)
+                new = NewTopic(topic, partitions, replication_factor=replication)
+                response = await admin.create_topics([new])
+                break
+            except _NODE_GONE:
+                if attempt == NODE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(NODE_RETRY_SECONDS)
     finally:
         await admin.close()
     for name, code, *message in response.topic_errors:
@@ -209,7 +224,7 @@ async def _default_replication(admin: AIOKafkaAdminClient) -> int:
         resource = ConfigResource(ConfigResourceType.BROKER, broker, wanted)
         try:
             [response] = await admin.describe_configs([resource])
-        except (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError) as exc:
+        except _NODE_GONE as exc:
             refused = exc
             continue
         for described in response.resources:

@@ -1,5 +1,5 @@
 """`usage-pipeline bench`: stream (the four runners side by side, and the rate sweep),
-queries, plot, and all (what `make bench` runs)."""
+api (the gateway API under load), queries, plot, and all (what `make bench` runs)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from pipeline.settings import Settings
 REPO = REPOSITORY
 DEFAULT_CATALOG = REPO / "data" / "litellm-model-prices-1.110.2.json"
 DEFAULT_OUT = REPO / "docs" / "benchmarks" / "stream.json"
+DEFAULT_API_OUT = REPO / "docs" / "benchmarks" / "api.json"
+DEFAULT_API_PLOT = REPO / "docs" / "benchmarks" / "api-latency.png"
 DEFAULT_DOC = REPO / "docs" / "benchmarks.md"
 DEFAULT_RATES = "1000,2500,5000,10000,max"
 DEFAULT_BATCH_RATES = "5000,10000,max"
@@ -149,6 +151,122 @@ def stream_command(
     for line in results.tables(result["summary"]):
         click.echo(line)
     click.echo(f"\nwrote {out}")
+
+
+@bench.command(name="api")
+@click.option("--users", default=10_000, show_default=True, help="Users with balances.")
+@click.option(
+    "--clients",
+    default=1_000,
+    show_default=True,
+    help="Concurrent clients of the checks (and the load client's connections).",
+)
+@click.option("--seconds", default=20.0, show_default=True, help="Seconds of the checks phase.")
+@click.option(
+    "--ingest-seconds", default=15.0, show_default=True, help="Seconds of each ingest rate."
+)
+@click.option(
+    "--ingest-rates",
+    default="1000,5000",
+    show_default=True,
+    help="Events/s offered to POST /v1/events in arrays of 100 ('' for none).",
+)
+@click.option(
+    "--background-rate",
+    default=1000.0,
+    show_default=True,
+    help="Events/s published for the worker to book during the checks.",
+)
+@click.option(
+    "--think-ms",
+    default=0.0,
+    show_default=True,
+    help="A client's pause between an answer and its next check.",
+)
+@click.option("--repeat", default=1, show_default=True, help="Runs; the summary takes medians.")
+@click.option("--seed", "rng_seed", default=7, show_default=True, help="Generator seed.")
+@click.option(
+    "--catalog",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CATALOG,
+    help="LiteLLM price map.",
+)
+@click.option("--deadline", default=300.0, show_default=True, help="Seconds any one wait may take.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_API_OUT,
+    show_default=True,
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_API_PLOT,
+    show_default=True,
+)
+@click.pass_obj
+def api_command(
+    settings: Settings,
+    users: int,
+    clients: int,
+    seconds: float,
+    ingest_seconds: float,
+    ingest_rates: str,
+    background_rate: float,
+    think_ms: float,
+    repeat: int,
+    rng_seed: int,
+    catalog: Path,
+    deadline: float,
+    out: Path,
+    plot_path: Path,
+) -> None:
+    """The gateway API under load on its own stack: balance and entitlement checks by
+    concurrent clients while the worker books a steady stream, then ingest of arrays at
+    each rate; the worker must book every event once."""
+    from pipeline.ops.bench import api_results, plot
+    from pipeline.ops.bench.api_phases import ApiBenchParams
+    from pipeline.ops.bench.api_run import run_api_bench
+
+    for name, value in (("--users", users), ("--clients", clients), ("--repeat", repeat)):
+        if value < 1:
+            raise click.BadParameter("must be at least 1", param_hint=name)
+    for name, span in (("--seconds", seconds), ("--ingest-seconds", ingest_seconds),
+                       ("--background-rate", background_rate)):  # fmt: skip
+        if span <= 0:
+            raise click.BadParameter("must be positive", param_hint=name)
+    if think_ms < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--think-ms")
+    rates = parse_rates(ingest_rates)
+    if None in rates:
+        raise click.BadParameter("'max' is no ingest rate", param_hint="--ingest-rates")
+    if not catalog.is_file():
+        raise click.BadParameter(f"{catalog} does not exist", param_hint="--catalog")
+    params = ApiBenchParams(
+        users=users,
+        clients=clients,
+        seconds=seconds,
+        ingest_seconds=ingest_seconds,
+        ingest_rates=[r for r in rates if r is not None],
+        background_eps=background_rate,
+        think_ms=think_ms,
+        repeat=repeat,
+        seed=rng_seed,
+        catalog=catalog,
+        deadline_seconds=deadline,
+    )
+    result = run_api_bench(settings, params, dict(os.environ), click.echo)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo("")
+    for line in api_results.tables(result["summary"], len(result["runs"])):
+        click.echo(line)
+    click.echo(f"\nwrote {out}")
+    try:
+        click.echo(f"wrote {plot.write_api_plot(result['summary'], plot_path)}")
+    except plot.PlotError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @bench.command(name="plot")

@@ -63,9 +63,14 @@ def login_conninfo(owner_url: str, name: str, password: str) -> str:
 
 def worker_login_url(conn: psycopg.Connection[Any], owner_url: str) -> str:
     """Make WORKER_LOGIN (or give it a new password) and return its conninfo."""
+    return login_url(conn, owner_url, WORKER_LOGIN, "pipeline_writer")
+
+
+def login_url(conn: psycopg.Connection[Any], owner_url: str, name: str, role: str) -> str:
+    """Make login `name` in `role` (or give it a new password) and return its conninfo."""
     password = new_password()
-    grant_login(conn, WORKER_LOGIN, "pipeline_writer", password)
-    return login_conninfo(owner_url, WORKER_LOGIN, password)
+    grant_login(conn, name, role, password)
+    return login_conninfo(owner_url, name, password)
 
 
 def grant_login(conn: psycopg.Connection[Any], name: str, role: str, password: str) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -22,6 +21,7 @@ from openapi_spec_validator import validate
 
 from pipeline.api import openapi, service
 from pipeline.cli import main
+from pipeline.ops import api_process, worker_process
 from pipeline.ops.devstack.ports import free_port
 from tests.integration.pipeline_harness import REPO, Harness, make_event, wait_for
 from tests.integration.test_logins import as_login, grant, refused
@@ -89,32 +89,14 @@ def start_api(db: str, api_db: str, harness: Harness, log: Path, **env: str) -> 
         "DATABASE_URL": db, "API_DATABASE_URL": api_db, "API_PORT": str(port),
         "API_MAX_EVENTS": str(MAX_EVENTS), "API_MAX_BODY_BYTES": "65536",
     } | env  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "api"], env=environment, cwd=REPO,
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    process = api_process.start_api(environment, log, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"api exited {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_for(healthy, 60, "the API's /healthz")
+    api_process.wait_answering(process, url, log, 60)
     return url, process
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    worker_process.stop_worker(process)
 
 
 @pytest.fixture(scope="module")

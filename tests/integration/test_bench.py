@@ -109,3 +109,38 @@ def test_tiny_stream_bench_books_exactly_the_unique_valid_events(tmp_path: Path)
     text = doc.read_text()
     assert text.startswith("# Bench\n\nprose stays\n")
     assert re.search(r"^\| \(b\) pipeline: the worker +\| +[0-9,]+ \|", text, re.M), text
+
+
+def test_tiny_api_bench_checks_ingests_and_books_every_event_once(tmp_path: Path) -> None:
+    out, png = tmp_path / "api.json", tmp_path / "api.png"
+    done = _cli(
+        "api", "--users", "200", "--clients", "20", "--seconds", "3", "--ingest-seconds", "3",
+        "--repeat", "1", "--out", str(out), "--plot", str(png),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {"version", "machine", "params", "runs", "summary"} <= set(result)
+    [run] = result["runs"]
+    routes = {(s["phase"], s["route"], s["offered_eps"]): s for s in run["series"]}
+    assert set(routes) == {
+        ("checks", "balance", None), ("checks", "entitlement", None),
+        ("ingest", "events", 1000.0), ("ingest", "events", 5000.0),
+    }  # fmt: skip
+    for key, series in routes.items():
+        assert series["requests"] > 0 and series["errors"] == 0, (key, series)
+        assert series["p99_ms"] >= series["p50_ms"] > 0, (key, series)
+    assert routes[("ingest", "events", 5000.0)]["requests"] == 150  # 3 s of 50 arrays/s
+    assert 1 <= run["pool_max_in_use"] <= run["pool_size"]
+    books = run["books"]
+    # warm-up, the background during the checks and every array answered 202, once each
+    assert books["exact"] is True and books["dead_letters"] == 0, books
+    assert books["booked"] == books["expected"] > (30 + 150) * 100
+    assert run["background"]["publish_eps"] > 0
+    verdicts = {t["name"]: t["verdict"] for t in result["summary"]["targets"]}
+    assert verdicts["booked_once"] == "MET"
+    assert verdicts["balance_p99"] == "NOT MEASURED"  # 20 clients, not 1,000
+    assert verdicts["ingest_p99"] in {"MET", "MISSED"}
+    for line in ("GET balance, 20 clients", "POST events, 5,000 events/s",
+                 "connections in use", "the worker books every event once"):  # fmt: skip
+        assert line in done.stdout, line
+    assert png.stat().st_size > 1000

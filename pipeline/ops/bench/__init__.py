@@ -6,4 +6,8 @@ targets), `stack` (the bench's own Kafka + PostgreSQL and its databases), `publi
 (fixed-rate and max-rate publishing with exact timestamps), `measure` (commit timestamps
 and /proc probes), `consumers` (the baseline and bare consumer subprocesses), `runners`
 (one side-by-side run, one rate sweep), `report` (table, JSON, Markdown) and `plot`.
+
+`bench api`, the gateway API under load: `api_load` (the load client, a process of its own),
+`api_phases` (checks and ingest), `api_run` (the stack, the repeats, the books) and
+`api_results` (figures, medians, targets, tables).
 """

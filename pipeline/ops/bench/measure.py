@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,16 @@ def ledger_timing(conninfo: str, publish_ms: dict[UUID, int]) -> LedgerTiming:
     )
 
 
-def ledger_rows(conninfo: str) -> int:
+def ledger_rows(conninfo: str, request_ids: Collection[UUID] | None = None) -> int:
+    """Rows of token_usage_ledger (of `request_ids` only, if given)."""
     with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SELECT count(*) FROM token_usage_ledger").fetchone()
+        if request_ids is None:
+            row = conn.execute("SELECT count(*) FROM token_usage_ledger").fetchone()
+        else:
+            row = conn.execute(
+                "SELECT count(*) FROM token_usage_ledger WHERE request_id = ANY(%s)",
+                (list(request_ids),),
+            ).fetchone()
     return int(row[0]) if row else 0
 
 

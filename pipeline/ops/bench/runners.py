@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 from uuid import UUID
@@ -133,14 +133,16 @@ def wait_rows(
     rows: int,
     processes: Sequence[subprocess.Popen[bytes]],
     what: str,
+    request_ids: Collection[UUID] | None = None,
 ) -> None:
-    """Wait until the ledger has `rows` rows; fail if a process dies or time runs out."""
+    """Wait until the ledger has `rows` rows (of `request_ids` only, if given); fail if a
+    process dies or time runs out."""
 
     def booked() -> bool:
         for process in processes:
             if process.poll() is not None:
                 raise BenchFailed(f"{what} exited with {process.returncode}; see its log")
-        return measure.ledger_rows(database) >= rows
+        return measure.ledger_rows(database, request_ids) >= rows
 
     if not wait_until(booked, ctx.deadline_seconds, POLL_SECONDS):
         raise BenchFailed(f"{what} did not book {rows} events in {ctx.deadline_seconds:.0f}s")

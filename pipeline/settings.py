@@ -136,6 +136,17 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(default=6066, ge=0, validation_alias="WORKER_WEB_PORT")
     """WORKER_WEB_PORT: the worker's web server (/metrics, live usage views)."""
 
+    broker_session_timeout: float = Field(
+        default=60.0, gt=0, validation_alias="BROKER_SESSION_TIMEOUT"
+    )
+    """BROKER_SESSION_TIMEOUT: seconds before the group gives a silent worker's partitions
+    to another (Faust's setting of that name; the chaos drill runs with 6)."""
+
+    broker_heartbeat_interval: float = Field(
+        default=3.0, gt=0, validation_alias="BROKER_HEARTBEAT_INTERVAL"
+    )
+    """BROKER_HEARTBEAT_INTERVAL: seconds between a worker's heartbeats to the group."""
+
     worker_id: str = Field(default="usage-pipeline", validation_alias="WORKER_ID")
     """WORKER_ID: the Faust app id, which is also the Kafka consumer group."""
 

@@ -41,7 +41,8 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
     app = faust.App(
         settings.worker_id,
         # Faust would read its own settings from the environment, and prefer them to these
-        # (TOPIC_REPLICATION_FACTOR=-1 is ours, not a number Faust takes): settings are ours.
+        # (TOPIC_REPLICATION_FACTOR=-1 is ours, not a number Faust takes): every setting
+        # is ours, read once (BROKER_SESSION_TIMEOUT too, under Faust's name).
         env={},
         broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap.split(",")],
         broker_credentials=faust_credentials(kafka),
@@ -57,6 +58,8 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
         web_port=settings.worker_web_port,
         web_in_thread=False,
         stream_wait_empty=False,
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         # Faust's default 1 MiB per partition per fetch caps a worker near 4.7k events/s

@@ -36,7 +36,7 @@ def test_skipped_records_are_rewound_to_and_booked(
     new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     # A worker that exits without leaving the group holds its partitions for the
-    # session timeout; Faust reads BROKER_SESSION_TIMEOUT from the environment.
+    # session timeout (the BROKER_SESSION_TIMEOUT setting).
     h = Harness(
         new_books(),
         kafka_bootstrap,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,12 @@ from pipeline.stream.dlq import SourceMessage, dead_letter, to_headers
 from pipeline.stream.kafka_io import Send
 
 log = logging.getLogger(__name__)
+
+RETRY_MESSAGE = "batch of %d: retry %d in %.2fs (SQLSTATE %s, not the events' fault): %r"
+"""The warning of each retry of a whole transaction; `logged_retries` reads it back."""
+_RETRY_LINE = re.compile(
+    r"batch of (\d+): retry (\d+) in ([\d.]+)s \(SQLSTATE (\w+), not the events' fault\)"
+)
 
 Chunk = tuple[list[SourceMessage], list[Decoded]]
 """One transaction's events: a message each (a batch record's events carry their index)
@@ -198,10 +205,8 @@ class Booker:
                 attempt += 1
                 result.retries += 1
                 delay = min(self.config.max_backoff_seconds, 0.05 * 2**attempt)
-                log.warning(
-                    "batch of %d: retry %d in %.2fs (SQLSTATE %s, not the events' fault): %r",
-                    len(messages), attempt, delay, getattr(exc, "sqlstate", None), exc,
-                )  # fmt: skip
+                sqlstate = getattr(exc, "sqlstate", None)
+                log.warning(RETRY_MESSAGE, len(messages), attempt, delay, sqlstate, exc)
                 if self.stopping.is_set():
                     raise BatchNotBooked(str(exc)) from exc
                 await asyncio.sleep(delay * (0.5 + random.random()))
@@ -223,6 +228,27 @@ class Booker:
             await asyncio.gather(*sends)
         except Exception as exc:
             raise KafkaSendError(repr(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRetry:
+    """One `RETRY_MESSAGE` found in a worker's log."""
+
+    events: int
+    attempt: int
+    delay: float
+    """Seconds before the attempt, before jitter."""
+    sqlstate: str
+    """"None" when the error had none (the driver's own, a pool timeout, a Kafka send)."""
+
+
+def logged_retries(text: str) -> list[LoggedRetry]:
+    """The retries a worker logged in `text`, in order (any log format: the message is
+    matched wherever it stands in a line)."""
+    return [
+        LoggedRetry(int(events), int(attempt), float(delay), sqlstate)
+        for events, attempt, delay, sqlstate in _RETRY_LINE.findall(text)
+    ]
 
 
 class KafkaSendError(Exception):

@@ -290,7 +290,7 @@ class Drill:
         sizes = {w.name: w.log_size() for w in self.workers}
 
         def retrying() -> list[str]:
-            return [w.name for w in self.workers if w.logged_retry_since(sizes[w.name])]
+            return [w.name for w in self.workers if w.retries_since(sizes[w.name])]
 
         if wait_until(lambda: bool(retrying()), 5.0, interval=0.2):
             names = ", ".join(retrying())

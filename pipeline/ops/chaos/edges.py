@@ -19,8 +19,9 @@ from pipeline.core.pricing import MarginConfig
 from pipeline.money.reconcile import reconcile
 from pipeline.ops.chaos.verdict import Observed, PriceBook, Totals
 from pipeline.ops.devstack.ports import free_port
-from pipeline.ops.worker_process import kill_worker, start_worker, stop_worker
+from pipeline.ops.worker_process import kill_worker, retries_since, start_worker, stop_worker
 from pipeline.stream import kafka_io
+from pipeline.stream.booker import LoggedRetry
 from pipeline.stream.kafka_access import KafkaAccess
 
 PUBLISH_CHUNK = 100
@@ -64,11 +65,9 @@ class Worker:
     def log_size(self) -> int:
         return self.log.stat().st_size if self.log.is_file() else 0
 
-    def logged_retry_since(self, offset: int) -> bool:
-        """Whether the worker logged a batch retry (pipeline.stream.booker) after ``offset``."""
-        with self.log.open("rb") as log:
-            log.seek(offset)
-            return b": retry " in log.read()
+    def retries_since(self, offset: int) -> list[LoggedRetry]:
+        """The batch retries (pipeline.stream.booker) the worker logged after ``offset``."""
+        return retries_since(self.log, offset)
 
 
 class Publisher(threading.Thread):

@@ -7,7 +7,8 @@ here returns before the batch is either committed or the process is told it cann
 Failures, as data (`pipeline.books.faults` decides by SQLSTATE class):
 * a value the schema refuses (classes 22 and 23, but a unique violation): the batch is
   split in halves until the one event that causes it is alone, and that event is
-  dead-lettered;
+  dead-lettered; if the transaction is refused even with that event set aside (a
+  constraint or trigger on what every batch writes), the refusal is ours, as below;
 * anything else (the database or the network failed, a request booked by a concurrent
   batch, a privilege or a table missing, a read-only server, Kafka send failed): the whole
   transaction is retried with backoff, and no event is blamed.
@@ -33,7 +34,7 @@ from pipeline.books.faults import blames_the_event
 from pipeline.books.offsets import Gap, SkippedRecords, Span, spans
 from pipeline.books.reference import ReferenceCache
 from pipeline.books.stages import StageClock, timed
-from pipeline.core.events import Decoded, Rejection
+from pipeline.core.events import Decoded, Rejection, UsageEvent
 from pipeline.core.plan import BatchPlan
 from pipeline.core.records import decode_record, is_batch
 from pipeline.errors import Reason
@@ -170,6 +171,7 @@ class Booker:
         self, messages: list[SourceMessage], decoded: list[Decoded], result: BatchResult
     ) -> None:
         attempt = 0
+        as_taken = decoded
         while True:
             try:
                 async with self.pool.connection() as conn:
@@ -193,15 +195,20 @@ class Booker:
                 return
             except (psycopg.Error, PoolTimeout, KafkaSendError) as exc:
                 if isinstance(exc, psycopg.Error) and blames_the_event(exc):
-                    if len(messages) == 1:
-                        decoded = [Rejection(Reason.DATABASE_REJECTED, _one_line(exc))]
-                        continue
-                    half = len(messages) // 2
-                    log.warning("batch of %d refused (%r): splitting", len(messages), exc)
-                    await self._book(messages[:half], decoded[:half], result)
-                    if not result.gaps:
-                        await self._book(messages[half:], decoded[half:], result)
-                    return
+                    if any(isinstance(d, UsageEvent) for d in decoded):
+                        if len(messages) == 1:
+                            decoded = [Rejection(Reason.DATABASE_REJECTED, _one_line(exc))]
+                            continue
+                        half = len(messages) // 2
+                        log.warning("batch of %d refused (%r): splitting", len(messages), exc)
+                        await self._book(messages[:half], decoded[:half], result)
+                        if not result.gaps:
+                            await self._book(messages[half:], decoded[half:], result)
+                        return
+                    # Refused with no event's value in the transaction (a constraint or
+                    # trigger on what every batch writes): no event's fault, and without
+                    # this a lone event would be set aside and retried in a loop, no backoff.
+                    decoded = as_taken
                 attempt += 1
                 result.retries += 1
                 delay = min(self.config.max_backoff_seconds, 0.05 * 2**attempt)

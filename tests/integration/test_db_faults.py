@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
+from psycopg import errors, sql
 from psycopg.abc import Query
 
 from pipeline.schema import migrations
@@ -34,9 +34,6 @@ RETRIES_SEEN = 5
 """Retries of the fault to wait for before judging what the worker did meanwhile: with
 the booker's backoff they span seconds, a few of Faust's commit intervals (1 s), so an
 acknowledgement of the held take would have been committed by then."""
-INSUFFICIENT_PRIVILEGE = "42501"
-UNDEFINED_TABLE = "42P01"
-READ_ONLY_SQL_TRANSACTION = "25006"
 REFERENCE_VERSION_MIGRATION = 12
 
 
@@ -159,7 +156,7 @@ def test_a_revoked_insert_holds_the_events_until_it_is_granted_again(
     as_owner(h, "REVOKE INSERT ON token_usage_ledger FROM pipeline_writer")
     held = [make_event(user) for _ in range(10)]
     h.publish(held)
-    assert_held(h, since, INSUFFICIENT_PRIVILEGE, held, acked)
+    assert_held(h, since, errors.InsufficientPrivilege.sqlstate, held, acked)
 
     as_owner(h, "GRANT INSERT ON token_usage_ledger TO pipeline_writer")
     h.wait_booked(request_ids(first + held), timeout=30)
@@ -185,7 +182,7 @@ def test_a_missing_migration_holds_the_events_until_it_is_applied(
     events = [make_event(user) for _ in range(10)]
     h.publish(events)
     h.start_worker(tmp_path)
-    assert_held(h, 0, UNDEFINED_TABLE, events, {})
+    assert_held(h, 0, errors.UndefinedTable.sqlstate, events, {})
 
     with psycopg.connect(h.database_url, autocommit=True) as conn:
         assert migrations.migrate(conn) == undone[::-1]
@@ -227,7 +224,7 @@ def test_a_server_turned_read_only_holds_the_events_until_it_is_writable(
     as_owner(h, read_only, end_its_sessions)
     held = [make_event(user) for _ in range(10)]
     h.publish(held)
-    assert_held(h, since, READ_ONLY_SQL_TRANSACTION, held, acked)
+    assert_held(h, since, errors.ReadOnlySqlTransaction.sqlstate, held, acked)
 
     writable = sql.SQL("ALTER ROLE {} RESET default_transaction_read_only").format(role)
     as_owner(h, writable, end_its_sessions)

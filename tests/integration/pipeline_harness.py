@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from pipeline.ops.devstack.waiting import wait_until
 from pipeline.ops.worker_process import kill_worker, retries_since, start_worker, stop_worker
@@ -106,9 +107,9 @@ class Harness:
         assert self.worker is not None
         kill_worker(self.worker, sig)
 
-    def stop_worker(self) -> None:
-        if self.worker is not None:
-            stop_worker(self.worker)
+    def stop_worker(self) -> int | None:
+        """SIGTERM the worker (SIGKILL after a grace period); its exit code."""
+        return stop_worker(self.worker) if self.worker is not None else None
 
     def publish(self, events: Sequence[dict[str, Any] | bytes]) -> None:
         lines = [e if isinstance(e, bytes) else json.dumps(e).encode() for e in events]
@@ -131,20 +132,23 @@ class Harness:
     def acknowledged(self) -> dict[int, int]:
         """The worker group's committed offset of each usage partition it committed."""
 
-        async def read() -> dict[int, int]:
+        async def read() -> tuple[dict[int, int]] | None:
             admin = AIOKafkaAdminClient(**client_options(self.kafka()))
             await admin.start()
             try:
                 committed = await admin.list_consumer_group_offsets(self.worker_id)
+            except GroupCoordinatorNotAvailableError:  # the broker is still electing it
+                return None
             finally:
                 await admin.close()
-            return {
+            return ({
                 tp.partition: meta.offset
                 for tp, meta in committed.items()
                 if tp.topic == self.usage_topic and meta.offset >= 0
-            }
+            },)  # fmt: skip
 
-        return asyncio.run(read())
+        [offsets] = wait_for(lambda: asyncio.run(read()), 30, "the group's coordinator")
+        return offsets
 
     def published(self) -> dict[int, int]:
         """The end offset of each usage partition that holds records."""

@@ -7,7 +7,8 @@ then does it check that the events it published meanwhile are neither booked, no
 dead-lettered, nor acknowledged to Kafka, and that the retries back off. It then fixes the
 fault and checks that every event is booked exactly once, acknowledged, and that the
 dead-letter topic is empty. The booker retries such faults for as long as they last
-(`pipeline.books.faults`), so the worker must also still be running.
+(`pipeline.books.faults`), so the worker must also still be running; one stopped while
+the fault lasts exits 70 unacknowledged.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from psycopg.abc import Query
 from pipeline.schema import migrations
 from pipeline.schema.logins import grant_login, new_password
 from pipeline.schema.migrations import MigrationState
+from pipeline.stream.usage_agent import EXIT_BATCH_NOT_BOOKED
 from tests.integration.pipeline_harness import Harness, make_event, wait_for
 from tests.integration.test_pipeline import new_user
 
@@ -60,7 +62,16 @@ def login(books: str, pg_admin_url: str) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture
 def harness(books: str, login: tuple[str, str], kafka_bootstrap: str) -> Iterator[Harness]:
-    h = Harness(books, kafka_bootstrap, env_overrides={"WORKER_DATABASE_URL": login[1]})
+    h = Harness(
+        books, kafka_bootstrap,
+        env_overrides={
+            "WORKER_DATABASE_URL": login[1],
+            # A worker that exits 70 leaves its group member behind; its successor gets the
+            # partitions once that member's session expires (Faust's default: 60 s).
+            "BROKER_SESSION_TIMEOUT": "6",
+            "BROKER_HEARTBEAT_INTERVAL": "1",
+        },
+    )  # fmt: skip
     yield h
     h.stop_worker()
 
@@ -169,7 +180,8 @@ def test_a_missing_migration_holds_the_events_until_it_is_applied(
 ) -> None:
     """The worker's database lacks migration 012 (and any after it), undone by its down
     file the way `db rollback` does: every batch transaction reads its `reference_version`
-    first. `db migrate` is the fix."""
+    first. Stopped meanwhile, the worker exits 70 without acknowledging the batch; after
+    `db migrate` a new worker books it."""
     h = harness
     with psycopg.connect(h.database_url, autocommit=True) as conn:
         later = [
@@ -183,9 +195,13 @@ def test_a_missing_migration_holds_the_events_until_it_is_applied(
     h.publish(events)
     h.start_worker(tmp_path)
     assert_held(h, 0, errors.UndefinedTable.sqlstate, events, {})
+    assert h.stop_worker() == EXIT_BATCH_NOT_BOOKED
+    assert h.booked(request_ids(events)) == 0
+    assert h.acknowledged() == {}
 
     with psycopg.connect(h.database_url, autocommit=True) as conn:
         assert migrations.migrate(conn) == undone[::-1]
+    h.start_worker(tmp_path)
     h.wait_booked(request_ids(events), timeout=30)
     wait_acknowledged(h)
     assert_booked_once(h, events)

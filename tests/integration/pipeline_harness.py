@@ -78,8 +78,8 @@ class Harness:
 
     @property
     def worker_id(self) -> str:
-        """The worker's WORKER_ID, also its consumer group."""
-        return f"worker-{self.tag}"
+        """The worker's WORKER_ID, also its consumer group (`env_overrides` may set it)."""
+        return self.env_overrides.get("WORKER_ID", f"worker-{self.tag}")
 
     def env(self) -> dict[str, str]:
         """The worker's environment; `env_overrides` win over these defaults."""

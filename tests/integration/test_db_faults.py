@@ -62,16 +62,7 @@ def login(books: str, pg_admin_url: str) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture
 def harness(books: str, login: tuple[str, str], kafka_bootstrap: str) -> Iterator[Harness]:
-    h = Harness(
-        books, kafka_bootstrap,
-        env_overrides={
-            "WORKER_DATABASE_URL": login[1],
-            # A worker that exits 70 leaves its group member behind; its successor gets the
-            # partitions once that member's session expires (Faust's default: 60 s).
-            "BROKER_SESSION_TIMEOUT": "6",
-            "BROKER_HEARTBEAT_INTERVAL": "1",
-        },
-    )  # fmt: skip
+    h = Harness(books, kafka_bootstrap, env_overrides={"WORKER_DATABASE_URL": login[1]})
     yield h
     h.stop_worker()
 
@@ -180,8 +171,14 @@ def test_a_missing_migration_holds_the_events_until_it_is_applied(
 ) -> None:
     """The worker's database lacks migration 012 (and any after it), undone by its down
     file the way `db rollback` does: every batch transaction reads its `reference_version`
-    first. Stopped meanwhile, the worker exits 70 without acknowledging the batch; after
-    `db migrate` a new worker books it."""
+    first. Stopped meanwhile, the worker exits 70 with nothing acknowledged; after `db
+    migrate` a new worker books every event.
+
+    The new worker joins a consumer group of its own, which starts where the first one's
+    committed offsets (none) would: in the first one's group it would wait out the exited
+    member's Kafka session, Faust's 60 s, since the worker no longer lets Faust read
+    BROKER_SESSION_TIMEOUT from its environment.
+    """
     h = harness
     with psycopg.connect(h.database_url, autocommit=True) as conn:
         later = [
@@ -201,6 +198,7 @@ def test_a_missing_migration_holds_the_events_until_it_is_applied(
 
     with psycopg.connect(h.database_url, autocommit=True) as conn:
         assert migrations.migrate(conn) == undone[::-1]
+    h.env_overrides["WORKER_ID"] = f"{h.worker_id}-after-migrate"
     h.start_worker(tmp_path)
     h.wait_booked(request_ids(events), timeout=30)
     wait_acknowledged(h)

@@ -24,7 +24,7 @@ from psycopg import errors, sql
 from psycopg.abc import Query
 
 from pipeline.schema import migrations
-from pipeline.schema.logins import grant_login, new_password
+from pipeline.schema.logins import login_url
 from pipeline.schema.migrations import MigrationState
 from pipeline.stream.usage_agent import EXIT_BATCH_NOT_BOOKED
 from tests.integration.pipeline_harness import Harness, make_event, wait_for
@@ -52,10 +52,9 @@ def login(books: str, pg_admin_url: str) -> Iterator[tuple[str, str]]:
     its login's settings must change nobody else's.
     """
     name = f"worker_{uuid.uuid4().hex[:10]}"
-    password = new_password()
     with psycopg.connect(books, autocommit=True) as conn:
-        grant_login(conn, name, "pipeline_writer", password)
-    yield name, psycopg.conninfo.make_conninfo(books, user=name, password=password)
+        url = login_url(conn, books, name, "pipeline_writer")
+    yield name, url
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 

@@ -2,21 +2,11 @@
 be dead-lettered; anything else is ours (the server, the network, the deployment) and is
 retried, never blamed on an event.
 
-SQLSTATE, what it is, whose fault, what the booker does:
-
-- class 22, data exception (a value out of range, too long, malformed): the event's; the
-  batch is split down to that event, which is dead-lettered as `database_rejected`;
-- class 23 but 23505, integrity constraint violation (a check, not-null or foreign key a
-  value breaks): the event's; the same;
-- 23505, unique violation (a concurrent batch booked the request first): ours; retried,
-  and the retry sees a duplicate;
-- 08, 57, 53, 58 (connection lost, the server shutting down or starting, out of disk or
-  memory, I/O error) and 40 (serialization failure, deadlock): ours; retried with backoff;
-- 25006, read-only transaction (a standby, or a primary made read-only): ours; retried
-  until the server is writable;
-- 42, 3D, 28 (no privilege, a missing table or column: a migration not applied, a bad
-  login): ours; retried with backoff until an operator fixes it, logged as ours;
-- no SQLSTATE (the driver's own errors) and any other class: ours; retried.
+Classes 22 (data exception) and 23 (integrity constraint violation) but 23505 (a unique
+violation: a concurrent batch booked the request first) are the event's; every other
+class, and an error without SQLSTATE, is ours. The table of classes, what the worker does
+with each and what an operator does is docs/database-faults.md (one copy; a unit test
+holds it to `blames_the_event`).
 
 A retried batch is never acknowledged: a worker told to stop gives up with
 `BatchNotBooked` and exits unacknowledged, and the next start books it.

@@ -32,9 +32,9 @@ def chaos_command(
     timeout: int,
     batch: int | None,
 ) -> None:
-    """Replay EVENTS through two workers while killing workers and restarting PostgreSQL and
-    Kafka, then check the books. Runs on its own stack (temporary directory, free loopback
-    ports) and exits 0 only if every check passes."""
+    """Replay EVENTS through two workers while killing workers, restarting PostgreSQL and
+    Kafka and making PostgreSQL read-only for a while, then check the books. Runs on its own
+    stack (temporary directory, free loopback ports) and exits 0 only if every check passes."""
     from pipeline.ops.chaos import drill as chaos
 
     if events < 100:

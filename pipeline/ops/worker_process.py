@@ -1,6 +1,6 @@
 """A `python -m pipeline worker` subprocess, the way every operator tool and test runs one:
 started with its environment and log file, killed, or stopped (SIGTERM, then SIGKILL once
-a grace period has passed)."""
+a grace period has passed), and the batch retries it logged read back from that file."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pipeline.stream.booker import LoggedRetry, logged_retries
 
 WORKER_COMMAND = (sys.executable, "-m", "pipeline", "worker", "--loglevel", "warning")
 
@@ -39,3 +41,12 @@ def stop_worker(process: subprocess.Popen[bytes], grace: float = 30.0) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait(60)
+
+
+def retries_since(log: Path, offset: int = 0) -> list[LoggedRetry]:
+    """The batch retries the worker logged to `log` after its first `offset` bytes."""
+    if not log.is_file():
+        return []
+    with log.open("rb") as out:
+        out.seek(offset)
+        return logged_retries(out.read().decode(errors="replace"))

@@ -7,7 +7,8 @@ here returns before the batch is either committed or the process is told it cann
 Failures, as data (`pipeline.books.faults` decides by SQLSTATE class):
 * a value the schema refuses (classes 22 and 23, but a unique violation): the batch is
   split in halves until the one event that causes it is alone, and that event is
-  dead-lettered;
+  dead-lettered; if the transaction is refused even with that event set aside (a
+  constraint or trigger on what every batch writes), the refusal is ours, as below;
 * anything else (the database or the network failed, a request booked by a concurrent
   batch, a privilege or a table missing, a read-only server, Kafka send failed): the whole
   transaction is retried with backoff, and no event is blamed.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,7 +34,7 @@ from pipeline.books.faults import blames_the_event
 from pipeline.books.offsets import Gap, SkippedRecords, Span, spans
 from pipeline.books.reference import ReferenceCache
 from pipeline.books.stages import StageClock, timed
-from pipeline.core.events import Decoded, Rejection
+from pipeline.core.events import Decoded, Rejection, UsageEvent
 from pipeline.core.plan import BatchPlan
 from pipeline.core.records import decode_record, is_batch
 from pipeline.errors import Reason
@@ -41,6 +43,12 @@ from pipeline.stream.dlq import SourceMessage, dead_letter, to_headers
 from pipeline.stream.kafka_io import Send
 
 log = logging.getLogger(__name__)
+
+RETRY_MESSAGE = "batch of %d: retry %d in %.2fs (SQLSTATE %s, not the events' fault): %r"
+"""The warning of each retry of a whole transaction; `logged_retries` reads it back."""
+_RETRY_LINE = re.compile(
+    r"batch of (\d+): retry (\d+) in ([\d.]+)s \(SQLSTATE (\w+), not the events' fault\)"
+)
 
 Chunk = tuple[list[SourceMessage], list[Decoded]]
 """One transaction's events: a message each (a batch record's events carry their index)
@@ -163,6 +171,7 @@ class Booker:
         self, messages: list[SourceMessage], decoded: list[Decoded], result: BatchResult
     ) -> None:
         attempt = 0
+        as_taken = decoded
         while True:
             try:
                 async with self.pool.connection() as conn:
@@ -186,22 +195,25 @@ class Booker:
                 return
             except (psycopg.Error, PoolTimeout, KafkaSendError) as exc:
                 if isinstance(exc, psycopg.Error) and blames_the_event(exc):
-                    if len(messages) == 1:
-                        decoded = [Rejection(Reason.DATABASE_REJECTED, _one_line(exc))]
-                        continue
-                    half = len(messages) // 2
-                    log.warning("batch of %d refused (%r): splitting", len(messages), exc)
-                    await self._book(messages[:half], decoded[:half], result)
-                    if not result.gaps:
-                        await self._book(messages[half:], decoded[half:], result)
-                    return
+                    if any(isinstance(d, UsageEvent) for d in decoded):
+                        if len(messages) == 1:
+                            decoded = [Rejection(Reason.DATABASE_REJECTED, _one_line(exc))]
+                            continue
+                        half = len(messages) // 2
+                        log.warning("batch of %d refused (%r): splitting", len(messages), exc)
+                        await self._book(messages[:half], decoded[:half], result)
+                        if not result.gaps:
+                            await self._book(messages[half:], decoded[half:], result)
+                        return
+                    # Refused with no event's value in the transaction (a constraint or
+                    # trigger on what every batch writes): no event's fault, and without
+                    # this a lone event would be set aside and retried in a loop, no backoff.
+                    decoded = as_taken
                 attempt += 1
                 result.retries += 1
                 delay = min(self.config.max_backoff_seconds, 0.05 * 2**attempt)
-                log.warning(
-                    "batch of %d: retry %d in %.2fs (SQLSTATE %s, not the events' fault): %r",
-                    len(messages), attempt, delay, getattr(exc, "sqlstate", None), exc,
-                )  # fmt: skip
+                sqlstate = getattr(exc, "sqlstate", None)
+                log.warning(RETRY_MESSAGE, len(messages), attempt, delay, sqlstate, exc)
                 if self.stopping.is_set():
                     raise BatchNotBooked(str(exc)) from exc
                 await asyncio.sleep(delay * (0.5 + random.random()))
@@ -223,6 +235,27 @@ class Booker:
             await asyncio.gather(*sends)
         except Exception as exc:
             raise KafkaSendError(repr(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRetry:
+    """One `RETRY_MESSAGE` found in a worker's log."""
+
+    events: int
+    attempt: int
+    delay: float
+    """Seconds before the attempt, before jitter."""
+    sqlstate: str
+    """"None" when the error had none (the driver's own, a pool timeout, a Kafka send)."""
+
+
+def logged_retries(text: str) -> list[LoggedRetry]:
+    """The retries a worker logged in `text`, in order (any log format: the message is
+    matched wherever it stands in a line)."""
+    return [
+        LoggedRetry(int(events), int(attempt), float(delay), sqlstate)
+        for events, attempt, delay, sqlstate in _RETRY_LINE.findall(text)
+    ]
 
 
 class KafkaSendError(Exception):

@@ -3,9 +3,11 @@
 Take a batch of records, deal it into lanes of whole partitions, book each lane a
 transaction's worth at a time (the lanes concurrently), record what each transaction did
 in the metrics and the live view, and let Faust acknowledge the offsets only once the
-whole take is committed in PostgreSQL. A batch that cannot be committed must never be
-acknowledged, so on any failure to book it the process stops at once without committing
-offsets; the next start redelivers the batch and the idempotent books absorb it.
+whole take is committed in PostgreSQL (each message is held by a reference of our own until
+then: a stopping Faust acknowledges a take it closes, booked or not). A batch that cannot
+be committed must never be acknowledged, so on any failure to book it the process stops at
+once without committing offsets; the next start redelivers the batch and the idempotent
+books absorb it.
 """
 
 from __future__ import annotations
@@ -61,8 +63,10 @@ def install(
         await booker.pool.open(wait=False)
         heap.spare_startup_heap()
         async for taken in takes(settings, stream):
+            _hold(taken)
             records = [_source(e) for e in taken]
             await asyncio.gather(*map(book_lane, lanes(records, settings.booking_lanes)))
+            _release(app, taken)
 
     async def book_lane(records: list[SourceMessage]) -> None:
         for events, decoded in booker.chunks(records):
@@ -78,6 +82,24 @@ def install(
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stopping(app: faust.App, **kwargs: Any) -> None:
         booker.stopping.set()
+
+
+def _hold(taken: Sequence[EventT[bytes]]) -> None:
+    """Take a reference on each message of the take until `_release`, once it is booked.
+
+    Faust acknowledges a take when its generator is closed, and a stopping worker closes
+    it (`Stream.on_stop`) while the take may still be booking; the consumer then commits
+    those offsets. With this reference held, that acknowledgement is not the last one, so
+    a take the worker exits 70 on stays unacknowledged.
+    """
+    for event in taken:
+        event.message.incref()
+
+
+def _release(app: faust.App, taken: Sequence[EventT[bytes]]) -> None:
+    """Let go of `_hold`'s references: the last acknowledgement marks the offset safe."""
+    for event in taken:
+        event.message.ack(app.consumer)
 
 
 def _source(event: faust.EventT[bytes]) -> SourceMessage:

@@ -9,20 +9,26 @@ import signal
 import socket
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from pipeline.ops.devstack.waiting import wait_until
-from pipeline.ops.worker_process import kill_worker, start_worker, stop_worker
+from pipeline.ops.worker_process import kill_worker, retries_since, start_worker, stop_worker
 from pipeline.stream import dlq, kafka_io
-from pipeline.stream.kafka_access import KafkaAccess
+from pipeline.stream.booker import LoggedRetry
+from pipeline.stream.kafka_access import KafkaAccess, client_options
 
 REPO = Path(__file__).resolve().parents[2]
+PARTITIONS = 2
+"""Of each usage topic."""
 
 
 def free_port() -> int:
@@ -70,6 +76,11 @@ class Harness:
     def alerts_topic(self) -> str:
         return f"alerts.{self.tag}"
 
+    @property
+    def worker_id(self) -> str:
+        """The worker's WORKER_ID, also its consumer group (`env_overrides` may set it)."""
+        return self.env_overrides.get("WORKER_ID", f"worker-{self.tag}")
+
     def env(self) -> dict[str, str]:
         """The worker's environment; `env_overrides` win over these defaults."""
         return (
@@ -80,10 +91,10 @@ class Harness:
                 USAGE_TOPIC=self.usage_topic,
                 DLQ_TOPIC=self.dlq_topic,
                 ALERTS_TOPIC=self.alerts_topic,
-                WORKER_ID=f"worker-{self.tag}",
+                WORKER_ID=self.worker_id,
                 WORKER_WEB_PORT=str(free_port()),
                 LOW_BALANCE_CREDITS="100",
-                TOPIC_PARTITIONS="2",
+                TOPIC_PARTITIONS=str(PARTITIONS),
             )
             | self.env_overrides
         )
@@ -96,20 +107,63 @@ class Harness:
         assert self.worker is not None
         kill_worker(self.worker, sig)
 
-    def stop_worker(self) -> None:
-        if self.worker is not None:
-            stop_worker(self.worker)
+    def stop_worker(self) -> int | None:
+        """SIGTERM the worker (SIGKILL after a grace period); its exit code."""
+        return stop_worker(self.worker) if self.worker is not None else None
 
-    def publish(self, events: list[dict[str, Any] | bytes]) -> None:
+    def publish(self, events: Sequence[dict[str, Any] | bytes]) -> None:
         lines = [e if isinstance(e, bytes) else json.dumps(e).encode() for e in events]
         self.publish_records([(kafka_io.user_key(x), x) for x in lines])
 
     def publish_records(self, records: list[tuple[bytes | None, bytes]]) -> None:
         """(key, value) records as they are, e.g. batch records."""
-        asyncio.run(kafka_io.ensure_topic(self.kafka(), self.usage_topic, 2))
+        asyncio.run(kafka_io.ensure_topic(self.kafka(), self.usage_topic, PARTITIONS))
         asyncio.run(
             kafka_io.publish(self.kafka(), self.usage_topic, ((k, v, []) for k, v in records))
         )
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path and self.log_path.is_file() else 0
+
+    def retries_since(self, offset: int) -> list[LoggedRetry]:
+        """The batch retries the worker logged after the first `offset` bytes of its log."""
+        return retries_since(self.log_path, offset) if self.log_path else []
+
+    def acknowledged(self) -> dict[int, int]:
+        """The worker group's committed offset of each usage partition it committed."""
+
+        async def read() -> tuple[dict[int, int]] | None:
+            admin = AIOKafkaAdminClient(**client_options(self.kafka()))
+            await admin.start()
+            try:
+                committed = await admin.list_consumer_group_offsets(self.worker_id)
+            except GroupCoordinatorNotAvailableError:  # the broker is still electing it
+                return None
+            finally:
+                await admin.close()
+            return ({
+                tp.partition: meta.offset
+                for tp, meta in committed.items()
+                if tp.topic == self.usage_topic and meta.offset >= 0
+            },)  # fmt: skip
+
+        [offsets] = wait_for(lambda: asyncio.run(read()), 30, "the group's coordinator")
+        return offsets
+
+    def published(self) -> dict[int, int]:
+        """The end offset of each usage partition that holds records."""
+
+        async def read() -> dict[int, int]:
+            tps = [TopicPartition(self.usage_topic, p) for p in range(PARTITIONS)]
+            consumer = AIOKafkaConsumer(**client_options(self.kafka()))
+            await consumer.start()
+            try:
+                ends = await consumer.end_offsets(tps)
+            finally:
+                await consumer.stop()
+            return {tp.partition: int(end) for tp, end in ends.items() if end > 0}
+
+        return asyncio.run(read())
 
     def read(self, topic: str) -> list[kafka_io.Record]:
         async def collect() -> list[kafka_io.Record]:
@@ -127,7 +181,7 @@ class Harness:
         with psycopg.connect(self.database_url) as conn:
             return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
-    def booked(self, request_ids: list[uuid.UUID | str]) -> int:
+    def booked(self, request_ids: Sequence[uuid.UUID | str]) -> int:
         ids = [str(r) for r in request_ids]
         return int(
             self.query(

@@ -190,6 +190,10 @@ FAULTS = {
         ["ALTER TABLE model_usage_daily_summary RENAME TO model_usage_daily_summary_away"],
         ["ALTER TABLE model_usage_daily_summary_away RENAME TO model_usage_daily_summary"],
     ),
+    "a check no event can pass (every booked-up-to offset refused)": (
+        ["ALTER TABLE consumer_offsets ADD CONSTRAINT refuse_all CHECK (next_offset < 0)"],
+        ["ALTER TABLE consumer_offsets DROP CONSTRAINT refuse_all"],
+    ),
     "the server read-only, then a failover": (
         ["ALTER ROLE {role} SET default_transaction_read_only = on"],
         [  # the sessions of the read-only server end; new ones are writable

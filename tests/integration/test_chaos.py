@@ -1,6 +1,6 @@
 """The chaos drill, CI-sized: 3,000 events, two worker kills, one kill of one of the two
-workers of the group, one PostgreSQL restart and one Kafka restart, on a stack of its own;
-once with one event per record and once with batch records."""
+workers of the group, one PostgreSQL restart, PostgreSQL read-only for a while and one Kafka
+restart, on a stack of its own; once with one event per record and once with batch records."""
 
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ def test_chaos_drill_keeps_the_books_exact(batch: int | None) -> None:
     assert faults.count("the other runs alone") == 1, story
     assert faults.count("restart PostgreSQL") == 1, story
     assert faults.count("restart the Kafka broker") == 1, story
+    assert faults.count("make PostgreSQL read-only") == 1, story
     assert "PostgreSQL is back on its port" in story
+    assert "retrying its batch while PostgreSQL is read-only" in story  # a worker met it
+    assert "PostgreSQL is writable again after" in story
     assert "Kafka is back on its port" in story
     failed = [f"{c.name}: {c.detail}" for c in report.checks if not c.passed]
     assert len(report.checks) == 5

@@ -15,6 +15,7 @@ from pipeline.core.pricing import MarginConfig, Price
 from pipeline.ops.chaos.verdict import (
     KILL,
     KILL_ONE_OF_TWO,
+    READ_ONLY_POSTGRES,
     RESTART_KAFKA,
     RESTART_POSTGRES,
     Observed,
@@ -122,5 +123,6 @@ def test_verdict_fails_each_broken_invariant() -> None:
 
 def test_fault_plan_has_every_fault_once_and_the_kills() -> None:
     plan = fault_plan(3, random.Random(5))
-    assert sorted(plan) == sorted([KILL] * 3 + [KILL_ONE_OF_TWO, RESTART_POSTGRES, RESTART_KAFKA])
+    every = [KILL_ONE_OF_TWO, RESTART_POSTGRES, READ_ONLY_POSTGRES, RESTART_KAFKA]
+    assert sorted(plan) == sorted([KILL] * 3 + every)
     assert plan == fault_plan(3, random.Random(5))

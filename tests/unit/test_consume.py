@@ -1,9 +1,18 @@
+import logging
 from datetime import timedelta
 from decimal import Decimal
 
 from pipeline.core.events import Rejection, UsageEvent
-from pipeline.stream.booker import Booker, BookingConfig, lanes
+from pipeline.stream.booker import (
+    RETRY_MESSAGE,
+    Booker,
+    BookingConfig,
+    LoggedRetry,
+    lanes,
+    logged_retries,
+)
 from pipeline.stream.dlq import SourceMessage
+from pipeline.stream.logs import JsonFormatter
 from tests.unit.test_records import array, event
 
 
@@ -72,3 +81,21 @@ def test_lanes_weigh_batch_records_by_what_they_hold() -> None:
 def test_a_take_of_single_event_records_is_one_lane_as_it_came() -> None:
     records = [SourceMessage("t", offset % 4, offset, b"k", b"{}") for offset in range(8)]
     assert lanes(records, 2) == [records]
+
+
+def test_the_retries_a_worker_logged_are_read_back_in_either_log_format() -> None:
+    def record(*args: object) -> logging.LogRecord:
+        return logging.LogRecord("b", logging.WARNING, "", 0, RETRY_MESSAGE, args, None)
+
+    text = "\n".join(
+        [
+            "[2026-12-02 03:49:33,003] [1608] [WARNING] "
+            + record(10, 1, 0.1, "57P01", OSError("terminating connection")).getMessage(),
+            "[2026-12-02 03:49:33,004] [1608] [WARNING] batch of 10 refused: splitting",
+            JsonFormatter().format(record(3, 2, 0.2, None, TimeoutError())),
+        ]
+    )
+    assert logged_retries(text) == [
+        LoggedRetry(events=10, attempt=1, delay=0.1, sqlstate="57P01"),
+        LoggedRetry(events=3, attempt=2, delay=0.2, sqlstate="None"),
+    ]

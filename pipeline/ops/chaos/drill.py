@@ -4,7 +4,8 @@ On a stack of its own (a temporary state directory, free loopback ports) the dri
 the demo users, publishes a generated sample at a steady pace and, at random points of the
 replay (waiting on the ledger's progress, never on the clock alone), kills workers with
 SIGKILL, kills one of the two workers of the consumer group and runs on the survivor,
-restarts PostgreSQL and restarts the Kafka broker. Once the topic is drained it compares
+restarts PostgreSQL, makes PostgreSQL read-only for a while and restarts the Kafka broker.
+Once the topic is drained it compares
 the books with `chaos_verdict.expect`. Everything it started is stopped on the way out,
 also on a timeout, an error or Ctrl-C.
 """
@@ -24,12 +25,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+from psycopg.errors import ReadOnlySqlTransaction
 
 from pipeline.ops import devstack
-from pipeline.ops.chaos.edges import HELD_BACK, Publisher, Worker, observe, price_book
+from pipeline.ops.chaos.edges import (
+    HELD_BACK,
+    Publisher,
+    Worker,
+    observe,
+    price_book,
+    set_read_only,
+)
 from pipeline.ops.chaos.verdict import (
     KILL,
     KILL_ONE_OF_TWO,
+    READ_ONLY_POSTGRES,
     RESTART_KAFKA,
     RESTART_POSTGRES,
     Check,
@@ -51,6 +61,9 @@ GROUP = "usage-pipeline-chaos"
 SESSION_TIMEOUT_SECONDS = 6
 """A SIGKILLed member holds its partitions until its session expires (Faust's default 60 s)."""
 SECONDS_PER_FAULT = 4.0
+READ_ONLY_SECONDS = (3.0, 10.0)
+"""How long PostgreSQL stays read-only: at least the first, and until a worker has been
+seen retrying a batch it refused, at most the second."""
 
 
 class ChaosTimeout(Exception):
@@ -278,25 +291,52 @@ class Drill:
             victim.start()
         elif fault == RESTART_POSTGRES:
             note("fault", f"restart PostgreSQL at {at}/{total} booked")
-            restart_postgres(self.settings, while_down=self.hold_down)
+            restart_postgres(
+                self.settings, while_down=lambda: self.hold_until_retried("PostgreSQL is down")
+            )
             note("observed", "PostgreSQL is back on its port")
+        elif fault == READ_ONLY_POSTGRES:
+            note("fault", f"make PostgreSQL read-only at {at}/{total} booked, for a while")
+            began = time.monotonic()
+            set_read_only(self.database_url, True)
+            if self.publisher is not None:
+                self.publisher.let_through()
+            try:
+                self.hold_until_retried(
+                    "PostgreSQL is read-only", ReadOnlySqlTransaction.sqlstate, *READ_ONLY_SECONDS
+                )
+            finally:
+                set_read_only(self.database_url, False)
+            took = time.monotonic() - began
+            note("observed", f"PostgreSQL is writable again after {took:.1f}s read-only")
         elif fault == RESTART_KAFKA:
             note("fault", f"restart the Kafka broker at {at}/{total} booked")
             restart_kafka(self.settings)
             note("observed", "Kafka is back on its port")
 
-    def hold_down(self) -> None:
-        """Keep PostgreSQL down until a worker logs that it retries a batch (at most 5 s)."""
+    def hold_until_retried(
+        self, fault: str, sqlstate: str | None = None, least: float = 0.0, most: float = 5.0
+    ) -> None:
+        """Hold a fault (return later) for ``least`` seconds and until a worker logs that
+        it retries a batch (refused with ``sqlstate``, if given), at most ``most``."""
+        began = time.monotonic()
         sizes = {w.name: w.log_size() for w in self.workers}
 
         def retrying() -> list[str]:
-            return [w.name for w in self.workers if w.logged_retry_since(sizes[w.name])]
+            return [
+                w.name
+                for w in self.workers
+                if any(sqlstate in (None, r.sqlstate) for r in w.retries_since(sizes[w.name]))
+            ]
 
-        if wait_until(lambda: bool(retrying()), 5.0, interval=0.2):
+        def held() -> bool:
+            return time.monotonic() - began >= least and bool(retrying())
+
+        if wait_until(held, most, interval=0.2):
             names = ", ".join(retrying())
-            self.timeline.note("observed", f"{names} retrying its batch while PostgreSQL is down")
+            self.timeline.note("observed", f"{names} retrying its batch while {fault}")
         else:
-            self.timeline.note("observed", "PostgreSQL down for 5s; no batch was in flight")
+            self.timeline.note("observed", f"{fault} for {most:.0f}s; no batch was in flight")
 
     def close(self, keep: bool) -> None:
         """Stop everything this run started; remove its files unless ``keep``."""

@@ -1,5 +1,6 @@
-"""The chaos drill's edges: worker processes, the paced publisher, and the SQL reads of
-the price snapshot before the run and of the books after it."""
+"""The chaos drill's edges: worker processes, the paced publisher, the SQL reads of the
+price snapshot before the run and of the books after it, and the SQL that makes the
+server read-only for a while."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from pipeline.core.pricing import MarginConfig
 from pipeline.money.reconcile import reconcile
 from pipeline.ops.chaos.verdict import Observed, PriceBook, Totals
 from pipeline.ops.devstack.ports import free_port
-from pipeline.ops.worker_process import kill_worker, start_worker, stop_worker
+from pipeline.ops.worker_process import kill_worker, retries_since, start_worker, stop_worker
 from pipeline.stream import kafka_io
+from pipeline.stream.booker import LoggedRetry
 from pipeline.stream.kafka_access import KafkaAccess
 
 PUBLISH_CHUNK = 100
@@ -64,11 +66,9 @@ class Worker:
     def log_size(self) -> int:
         return self.log.stat().st_size if self.log.is_file() else 0
 
-    def logged_retry_since(self, offset: int) -> bool:
-        """Whether the worker logged a batch retry (pipeline.stream.booker) after ``offset``."""
-        with self.log.open("rb") as log:
-            log.seek(offset)
-            return b": retry " in log.read()
+    def retries_since(self, offset: int) -> list[LoggedRetry]:
+        """The batch retries (pipeline.stream.booker) the worker logged after ``offset``."""
+        return retries_since(self.log, offset)
 
 
 class Publisher(threading.Thread):
@@ -76,7 +76,7 @@ class Publisher(threading.Thread):
     broker did not take is sent again once it is back (its events become redeliveries).
 
     The last ``HELD_BACK`` of the sample waits for `release`, so every fault strikes while
-    part of the replay is still to come.
+    part of the replay is still to come; `let_through` sends a chunk of it sooner.
     """
 
     def __init__(
@@ -107,6 +107,11 @@ class Publisher(threading.Thread):
             if self.halt.wait(self.pause):
                 return
 
+    def let_through(self) -> None:
+        """Hold one chunk fewer back: a fault that needs a batch in flight while it lasts
+        (read-only PostgreSQL) gets one even when the workers have booked all the rest."""
+        self.held_from = min(len(self.lines), self.held_from + PUBLISH_CHUNK)
+
     def send(self, chunk: list[bytes]) -> None:
         """Publish one chunk, trying again each second until the broker takes it."""
         keyed = [(kafka_io.user_key(x), x) for x in chunk]
@@ -126,6 +131,22 @@ class Publisher(threading.Thread):
             if failures:
                 self.note(f"publishing resumed after {failures} failed attempts")
             return
+
+
+def set_read_only(database_url: str, read_only: bool) -> None:
+    """Make the whole server refuse writes (SQLSTATE 25006), or take them again.
+
+    The server's default, changed by ALTER SYSTEM and a configuration reload, reaches the
+    sessions already open (the workers' pooled connections) at their next transaction,
+    as a primary turned standby would, without ending them. It binds every database of
+    the server: the drill's server is its own.
+    """
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if read_only:
+            conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        else:
+            conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def price_book(conn: psycopg.Connection[Any]) -> PriceBook:

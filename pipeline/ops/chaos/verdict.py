@@ -33,6 +33,7 @@ from pipeline.ops.demo.sample import DemoUser
 KILL = "kill -9 a worker, restart it"
 KILL_ONE_OF_TWO = "kill -9 one of two workers, run on one, then restart it"
 RESTART_POSTGRES = "restart PostgreSQL"
+READ_ONLY_POSTGRES = "PostgreSQL read-only for a while"
 RESTART_KAFKA = "restart the Kafka broker"
 
 
@@ -234,7 +235,8 @@ def _reasons(rejected: Counter[tuple[bytes, str]]) -> str:
 
 def fault_plan(kills: int, rng: random.Random) -> list[str]:
     """The faults of one run in a random order: ``kills`` worker kills, one kill of one of
-    two workers, one PostgreSQL restart and one Kafka restart."""
-    faults = [KILL] * kills + [KILL_ONE_OF_TWO, RESTART_POSTGRES, RESTART_KAFKA]
+    two workers, one PostgreSQL restart, one spell of PostgreSQL read-only and one Kafka
+    restart."""
+    faults = [KILL] * kills + [KILL_ONE_OF_TWO, RESTART_POSTGRES, READ_ONLY_POSTGRES, RESTART_KAFKA]
     rng.shuffle(faults)
     return faults

@@ -160,9 +160,12 @@ async def group_lag(kafka: KafkaAccess, group: str, topic: str) -> int | None:
         await admin.close()
 
 
+ADMIN_TIMEOUT_MS = 5_000
+"""An admin request sent to a broker that died (CreateTopics goes to the "controller" the
+metadata names, which may be that broker) times out in this long, then is tried again."""
 NODE_ATTEMPTS = 10
 NODE_RETRY_SECONDS = 0.5
-_NODE_GONE = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError)
+_NODE_GONE = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError, TimeoutError)
 """What an admin request to a broker that just died raises: aiokafka picks the node from
 its metadata, which lists that broker until the controller fences it."""
 
@@ -180,7 +183,7 @@ async def ensure_topic(
     The broker answers per topic in the response (aiokafka does not raise): every error
     but "already exists" is raised as TopicNotCreated.
     """
-    admin = AIOKafkaAdminClient(**client_options(kafka))
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=ADMIN_TIMEOUT_MS)
     await admin.start()
     try:
         for attempt in range(NODE_ATTEMPTS):  # a broker just gone stays in the metadata a while

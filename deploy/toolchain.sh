@@ -5,7 +5,8 @@
 # and make. What is missing is installed with apt-get when we are root on Debian/Ubuntu;
 # otherwise the script prints one line saying what to install and exits 1.
 #
-# TOOLCHAIN_INSTALL=auto (default) installs when it can; TOOLCHAIN_INSTALL=never only checks.
+# TOOLCHAIN_INSTALL=auto (default) installs when it can (root, apt-get); never only checks;
+# always installs with apt-get whoever runs it (a user apt-get lets in; the tests' fake apt-get).
 # Only bash builtins are used besides java and apt-get, so the check works on any PATH.
 set -euo pipefail
 
@@ -14,9 +15,9 @@ POSTGRES_DIR="${TOOLCHAIN_POSTGRES_DIR:-/usr/lib/postgresql}"  # Debian's <major
 
 mode="${TOOLCHAIN_INSTALL:-auto}"
 case "$mode" in
-  auto | never) ;;
+  auto | never | always) ;;
   *)
-    echo "toolchain: TOOLCHAIN_INSTALL must be auto or never, got '$mode'" >&2
+    echo "toolchain: TOOLCHAIN_INSTALL must be auto, never or always, got '$mode'" >&2
     exit 2
     ;;
 esac
@@ -63,7 +64,8 @@ report_missing() {
 
 find_missing
 [ "${#missing[@]}" -eq 0 ] && exit 0
-if [ "$mode" = never ] || [ "$EUID" -ne 0 ] || ! command -v apt-get >/dev/null; then
+if [ "$mode" = never ] || { [ "$mode" = auto ] && [ "$EUID" -ne 0 ]; } ||
+  ! command -v apt-get >/dev/null; then
   report_missing
 fi
 

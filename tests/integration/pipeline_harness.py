@@ -189,6 +189,18 @@ class Harness:
             )[0][0]
         )
 
+    def worker_sessions(self) -> list[tuple[Any, ...]]:
+        """(login, over TLS) of the other sessions on this database: the worker's, once it
+        has connected (waited for)."""
+        return list(wait_for(
+            lambda: self.query(
+                "SELECT DISTINCT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s "
+                "USING (pid) WHERE a.datname = current_database() AND a.usename <> current_user"
+            ),
+            30,
+            "the worker's sessions",
+        ))  # fmt: skip
+
     def alive(self) -> bool:
         if self.worker is not None and self.worker.poll() is not None:
             log = self.log_path.read_text()[-3000:] if self.log_path else ""

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from psycopg import sql
 
 from pipeline.cli import main
-from tests.integration.pipeline_harness import Harness, make_event, wait_for
+from tests.integration.pipeline_harness import Harness, make_event
 from tests.integration.test_pipeline import new_user
 
 pytestmark = pytest.mark.integration
@@ -138,15 +138,7 @@ def test_the_worker_runs_as_its_login(
     h.start_worker(tmp_path)
     try:
         h.wait_booked([e["request_id"] for e in events])
-        sessions = wait_for(
-            lambda: h.query(
-                "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database() "
-                "AND usename <> current_user"
-            ),
-            30,
-            "the worker's sessions",
-        )
-        assert sessions == [(login,)]
+        assert h.worker_sessions() == [(login, False)]
     finally:
         h.stop_worker()
     log = h.log_path.read_text() if h.log_path else ""

@@ -27,7 +27,7 @@ from pipeline.ops.devstack import postgres
 from pipeline.schema import logins, migrations, seed
 from pipeline.stream import kafka_io
 from pipeline.stream.kafka_access import KafkaAccess, tls_context
-from tests.integration.pipeline_harness import REPO, Harness, free_port, make_event, wait_for
+from tests.integration.pipeline_harness import REPO, Harness, free_port, make_event
 from tests.integration.secured_stack import USER, SecuredStack, secured_stack
 from tests.integration.test_pipeline import new_user
 
@@ -93,15 +93,7 @@ def test_the_worker_books_through_sasl_ssl_and_verified_tls_to_postgres(
     h.start_worker(tmp_path)
     try:
         h.wait_booked([e["request_id"] for e in events])
-        sessions = wait_for(
-            lambda: h.query(
-                "SELECT DISTINCT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s "
-                "USING (pid) WHERE a.datname = current_database() AND a.usename <> current_user"
-            ),
-            30,
-            "the worker's sessions",
-        )
-        assert sessions == [(logins.WORKER_LOGIN, True)]
+        assert h.worker_sessions() == [(logins.WORKER_LOGIN, True)]
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=10)
         exposition = metrics.read().decode()
         assert "usage_" in exposition and secured.password not in exposition

@@ -86,6 +86,18 @@ def wait_acknowledged(h: Harness) -> dict[int, int]:
     return wait_for(all_acknowledged, 30, "the worker group to acknowledge every record")
 
 
+def book_a_first_batch(
+    h: Harness, tmp_path: Path
+) -> tuple[Any, list[dict[str, Any]], dict[int, int]]:
+    """A user, ten events booked for them by a started worker, and the offsets acknowledged."""
+    user = new_user(h, credits=1_000_000)
+    first = [make_event(user) for _ in range(10)]
+    h.publish(first)
+    h.start_worker(tmp_path)
+    h.wait_booked(request_ids(first))
+    return user, first, wait_acknowledged(h)
+
+
 def assert_held(
     h: Harness, since: int, sqlstate: str, held: list[dict[str, Any]], acked: dict[int, int]
 ) -> None:
@@ -146,12 +158,7 @@ def test_a_revoked_insert_holds_the_events_until_it_is_granted_again(
     harness: Harness, tmp_path: Path
 ) -> None:
     h = harness
-    user = new_user(h, credits=1_000_000)
-    first = [make_event(user) for _ in range(10)]
-    h.publish(first)
-    h.start_worker(tmp_path)
-    h.wait_booked(request_ids(first))
-    acked = wait_acknowledged(h)
+    user, first, acked = book_a_first_batch(h, tmp_path)
 
     since = h.log_size()
     as_owner(h, "REVOKE INSERT ON token_usage_ledger FROM pipeline_writer")
@@ -225,12 +232,7 @@ def test_a_server_turned_read_only_holds_the_events_until_it_is_writable(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE usename = {} AND datname = current_database()"
     ).format(sql.Literal(login[0]))
-    user = new_user(h, credits=1_000_000)
-    first = [make_event(user) for _ in range(10)]
-    h.publish(first)
-    h.start_worker(tmp_path)
-    h.wait_booked(request_ids(first))
-    acked = wait_acknowledged(h)
+    user, first, acked = book_a_first_batch(h, tmp_path)
 
     since = h.log_size()
     read_only = sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role)

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     """BATCH_MAX_WAIT_MS: longest wait to fill a take before booking it (20 ms: p99 at
     1,000 events/s offered 289 -> 120 ms against 50 ms, drain within noise)."""
 
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", validation_alias="EVENT_LOOP"
+    )
+    """EVENT_LOOP: the asyncio event loop of the worker and the API: uvloop (libuv, the loop
+    Faust and mode support besides asyncio's own; see docs/benchmarks.md) or asyncio."""
+
     live_usage_view: bool = Field(default=False, validation_alias="LIVE_USAGE_VIEW")
     """LIVE_USAGE_VIEW: serve /users/{id}/usage/today from a Faust windowed table (opt-in)."""
 

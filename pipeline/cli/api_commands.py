@@ -29,6 +29,7 @@ def api_command(settings: Settings, print_openapi: bool) -> None:
     from aiohttp import web
 
     from pipeline.api import openapi, service
+    from pipeline.stream import event_loop
 
     if print_openapi:
         click.echo(openapi.rendered(), nl=False)
@@ -40,6 +41,7 @@ def api_command(settings: Settings, print_openapi: bool) -> None:
         psycopg.connect(url, connect_timeout=10).close()
     except psycopg.OperationalError as exc:
         raise click.ClickException(database_unusable(setting, url, exc)) from None
+    event_loop.use(settings)
     app = service.create_api(settings, url, kafka)
     click.echo(f"api: listening on http://{settings.api_bind}:{settings.api_port}", err=True)
     web.run_app(app, host=settings.api_bind, port=settings.api_port, access_log=None,

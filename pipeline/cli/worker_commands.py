@@ -20,7 +20,10 @@ def worker(settings: Settings, loglevel: str) -> None:
     """Consume usage events, book them in PostgreSQL, publish DLQ records and alerts."""
     from faust.worker import Worker
 
+    from pipeline.stream import event_loop
     from pipeline.stream.app import create_app, resolve_replication
+
+    event_loop.use(settings)
 
     kafka = kafka_access(settings)
     setting = "WORKER_DATABASE_URL" if settings.worker_database_url else "DATABASE_URL"

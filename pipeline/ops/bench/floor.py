@@ -23,7 +23,7 @@ import faust
 from faust.worker import Worker
 
 from pipeline.settings import Settings
-from pipeline.stream import heap
+from pipeline.stream import event_loop, heap
 from pipeline.stream.app import new_app, resolve_replication
 from pipeline.stream.kafka_access import KafkaAccess
 from pipeline.stream.usage_agent import takes
@@ -35,6 +35,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     kafka = KafkaAccess(Settings().kafka_bootstrap_servers or "")
+    event_loop.use(Settings())
     settings = asyncio.run(resolve_replication(Settings(), kafka))
     app, usage = new_app(settings, kafka)
     records = 0

@@ -8,7 +8,6 @@ in the process, so each stage's thread CPU is exact; Faust's part is runner (e)'
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +18,7 @@ from pipeline.books.stages import StageClock, per_event
 from pipeline.core.records import partition_of
 from pipeline.ops.bench.bench_stack import BenchStack
 from pipeline.ops.bench.traffic import Stream
-from pipeline.stream import heap
+from pipeline.stream import event_loop, heap
 from pipeline.stream.booker import Booker, BookingConfig
 from pipeline.stream.dlq import SourceMessage
 
@@ -29,7 +28,7 @@ def booking_stages(stack: BenchStack, stream: Stream, dlq_topic: str, tag: str) 
     name = f"bench_stages_{tag}"
     database = stack.database(name)
     try:
-        clock = asyncio.run(_book_all(stack, database, stream, dlq_topic, tag))
+        clock = event_loop.run(stack.settings, _book_all(stack, database, stream, dlq_topic, tag))
     finally:
         stack.drop(name)
     return per_event(clock, stream.unique_valid)

@@ -23,6 +23,7 @@ import psycopg
 from pipeline.books.offsets import SkippedRecords, Span, check_and_advance
 from pipeline.books.reference import Reference, ReferenceCache
 from pipeline.books.stages import StageClock, timed
+from pipeline.core import gateway_users
 from pipeline.core.deduction import Source
 from pipeline.core.events import Decoded, UsageEvent
 from pipeline.core.plan import (
@@ -109,6 +110,7 @@ async def book_batch(
                 if gaps:
                     raise SkippedRecords(gaps)
             now, ref = await cache.read(cur)
+            decoded = await _link_gateway_users(cur, decoded)
             events = [d for d in decoded if isinstance(d, UsageEvent)]
             ctx = await load_context(cur, ref, events)
             with timed(clock, "plan"):
@@ -117,6 +119,25 @@ async def book_batch(
             with timed(clock, "dead_letters"):
                 await before_commit(plan)
     return plan
+
+
+async def _link_gateway_users(cur: Cursor, decoded: Sequence[Decoded]) -> Sequence[Decoded]:
+    """The batch with its gateway users' events given our users' ids (no query when the
+    batch names none)."""
+    pairs = gateway_users.wanted(decoded)
+    if not pairs:
+        return decoded
+    await cur.execute(
+        """
+        SELECT l.gateway, l.external_id, l.user_id
+        FROM gateway_user_links AS l
+        JOIN unnest(%b::text[], %b::text[]) AS w(gateway, external_id)
+            USING (gateway, external_id)
+        """,
+        ([g for g, _ in pairs], [e for _, e in pairs]),
+    )
+    links = {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+    return gateway_users.linked(decoded, links)
 
 
 async def load_context(cur: Cursor, ref: Reference, events: list[UsageEvent]) -> BookContext:

@@ -58,6 +58,7 @@ def _register() -> None:
         demo_commands,
         dev_commands,
         event_commands,
+        gateway_commands,
         ledger_commands,
         money_commands,
         plan_commands,
@@ -82,6 +83,7 @@ def _register() -> None:
     main.add_command(chaos_commands.chaos_command)
     main.add_command(api_commands.api_command)
     main.add_command(api_commands.api_keys)
+    main.add_command(gateway_commands.gateway_users)
 
 
 _register()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from pydantic import (
     AwareDatetime,
@@ -29,6 +29,22 @@ from pipeline.errors import Reason
 
 _MILLISECOND = timedelta(milliseconds=1)
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
+GATEWAY_USER_NAMESPACE = UUID("5f1c2b8e-7d4a-4c3b-9e61-2a8f0d9c4b77")
+
+
+def gateway_alias(gateway: str, external_id: str) -> UUID:
+    """The `user_id` an event of a gateway's own user carries until the worker links it
+    (`gateway_user_links`) to one of ours: a UUIDv5 of the pair, the same every time."""
+    return uuid5(GATEWAY_USER_NAMESPACE, f"{gateway}\x1f{external_id}")
+
+
+class GatewayUser(BaseModel):
+    """A user as a gateway knows them (LiteLLM's user, team or end-user id)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gateway: str = Field(pattern=r"^[a-z0-9_-]{1,50}$", description="e.g. `litellm`.")
+    id: str = Field(min_length=1, max_length=255, description="The gateway's id of the user.")
 
 
 class RequestStatus(StrEnum):
@@ -70,6 +86,17 @@ class UsageEvent(BaseModel):
     error_message: str | None = Field(default=None, max_length=10_000)
     is_streaming_complete: bool = True
     region: str | None = Field(default=None, max_length=50)
+    gateway_user: GatewayUser | None = Field(
+        default=None,
+        exclude=True,
+        description=(
+            "Contract v1.2: the gateway's own user, when the gateway does not know ours. "
+            "`user_id` must then be `gateway_alias(gateway, id)` (UUIDv5, namespace "
+            f"{GATEWAY_USER_NAMESPACE}, name `gateway` + U+001F + `id`); the worker books "
+            "the event for the user linked to it (`usage-pipeline gateway-users link`), "
+            "and dead-letters it as unknown_user if there is none."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -92,6 +119,9 @@ class UsageEvent(BaseModel):
             )
         if self.completed_at < self.started_at:
             raise ValueError("completed_at is before started_at")
+        linked = self.gateway_user
+        if linked is not None and self.user_id != gateway_alias(linked.gateway, linked.id):
+            raise ValueError("user_id is not the alias of gateway_user (gateway_alias)")
         return self
 
     @property

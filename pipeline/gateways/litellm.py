@@ -1,0 +1,164 @@
+"""LiteLLM's `StandardLoggingPayload` (what its callbacks and its `generic_api` logger
+hand out, one per model call) mapped to a contract event: pure, never raises.
+
+- request_id: a UUIDv5 of the call id and the status. LiteLLM may log one success twice
+  (both book once), and a fallback logs a failure and then a success under one call id
+  (two requests: the failed attempt and the one that answered).
+- the billed user: LiteLLM's ids are strings, so the event names the gateway user
+  (`gateway_user`, contract v1.2) and the worker books it for the user linked to it.
+  Which id bills is a choice (`UserSource`): the key's user, its team, the request's
+  `user` (end user), or a request tag.
+- provider and model: `custom_llm_provider`, and `model` stripped of its provider prefix
+  exactly as our import names a catalog key (`pipeline.money.catalog`), so LiteLLM's names
+  find the prices imported from its own price map.
+- tokens: LiteLLM's usage object, in its own semantics: `prompt_tokens` counts every
+  prompt token, cache hits (`prompt_tokens_details.cached_tokens`) and cache writes
+  (`cache_creation_input_tokens`) included, as contract v1's `input_tokens` does.
+- times: `startTime`/`endTime` (epoch seconds); status: success, or error with its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID, uuid5
+
+from pipeline.core.events import Rejection, gateway_alias
+from pipeline.errors import Reason
+from pipeline.money.catalog import model_name_for, provider_for
+
+GATEWAY = "litellm"
+REQUEST_NAMESPACE = UUID("c7a3e0d2-4b1f-4e8a-b6d5-91f2a7c3e408")
+MAX_ERROR_MESSAGE = 10_000
+_CALL_TYPES = {"completion": "completion", "text_completion": "text_completion",
+               "embedding": "embedding", "responses": "responses"}  # fmt: skip
+
+
+class UserSource(StrEnum):
+    """Which of a payload's ids names the billed user (LITELLM_USER_SOURCE)."""
+
+    KEY_USER = "user_api_key_user_id"
+    """The user the virtual key belongs to (`metadata.user_api_key_user_id`)."""
+    TEAM = "user_api_key_team_id"
+    """The key's team (`metadata.user_api_key_team_id`): a team is billed as one user."""
+    END_USER = "end_user"
+    """The request's `user` field, as the OpenAI API defines it."""
+    TAG = "tag"
+    """A request tag `<prefix><id>` (`metadata.tags`); the prefix is the setting's rest."""
+
+
+@dataclass(frozen=True, slots=True)
+class BilledUser:
+    source: UserSource
+    tag_prefix: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> BilledUser:
+        """`user_api_key_user_id`, `user_api_key_team_id`, `end_user` or `tag:<prefix>`."""
+        name, sep, prefix = text.partition(":")
+        source = UserSource(name)  # ValueError names the value
+        if (source is UserSource.TAG) != bool(sep and prefix):
+            raise ValueError("the tag source is written tag:<prefix>, e.g. tag:customer=")
+        return cls(source, prefix)
+
+    def of(self, payload: Mapping[str, Any]) -> str | None:
+        metadata = payload.get("metadata") or {}
+        if self.source is UserSource.END_USER:
+            found = payload.get("end_user")
+        elif self.source is UserSource.TAG:
+            prefix, tags = self.tag_prefix, payload.get("request_tags") or []
+            found = next((t[len(prefix) :] for t in tags
+                          if isinstance(t, str) and t.startswith(prefix)), None)  # fmt: skip
+        else:
+            found = metadata.get(self.source.value) if isinstance(metadata, Mapping) else None
+        return found if isinstance(found, str) and found.strip() else None
+
+
+def to_event(payload: Any, billed: BilledUser) -> dict[str, Any] | Rejection:
+    """The contract event (JSON-ready) of one payload, or why it cannot be one."""
+    if not isinstance(payload, Mapping):
+        return Rejection(Reason.SCHEMA_VIOLATION, "a LiteLLM payload must be a JSON object")
+    call_id = payload.get("litellm_call_id") or payload.get("id")
+    status = payload.get("status")
+    if not isinstance(call_id, str) or not call_id:
+        return Rejection(Reason.SCHEMA_VIOLATION, "the payload has no litellm_call_id")
+    if status not in ("success", "failure"):
+        return Rejection(Reason.SCHEMA_VIOLATION, f"status {status!r} is not success or failure")
+    external = billed.of(payload)
+    if external is None:
+        return Rejection(Reason.UNKNOWN_USER, f"call {call_id} names no {billed.source.value}")
+    provider = payload.get("custom_llm_provider")
+    model = payload.get("model")
+    if not isinstance(provider, str) or not provider:
+        return Rejection(Reason.UNKNOWN_PROVIDER, f"call {call_id} names no provider")
+    if not isinstance(model, str) or not model:
+        return Rejection(Reason.UNKNOWN_MODEL, f"call {call_id} names no model")
+    try:
+        started, completed = _time(payload["startTime"]), _time(payload["endTime"])
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        return Rejection(Reason.SCHEMA_VIOLATION, f"call {call_id}: startTime/endTime unreadable")
+    failed = status == "failure"
+    error = payload.get("error_str") or (payload.get("error_information") or {}).get(
+        "error_message"
+    )
+    return {
+        "request_id": str(uuid5(REQUEST_NAMESPACE, f"{call_id}:{status}")),
+        "user_id": str(gateway_alias(GATEWAY, external)),
+        "gateway_user": {"gateway": GATEWAY, "id": external},
+        "provider": provider_for(provider).api_type,
+        "model": model_name_for(model, provider),
+        **tokens(payload),
+        "request_type": _request_type(payload.get("call_type")),
+        "started_at": started.isoformat(),
+        "completed_at": max(started, completed).isoformat(),
+        "status": "error" if failed else "success",
+        "error_message": str(error)[:MAX_ERROR_MESSAGE] if failed and error else None,
+        "is_streaming_complete": not (failed and payload.get("stream") is True),
+    }
+
+
+def tokens(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The contract's four token counts from LiteLLM's usage object (in the metadata, or
+    the response's), else its top-level counts. Counts are passed on as found: the
+    contract's validation refuses what is not a count."""
+    metadata = payload.get("metadata") or {}
+    response = payload.get("response")
+    usage = (metadata.get("usage_object") if isinstance(metadata, Mapping) else None) or (
+        response.get("usage") if isinstance(response, Mapping) else None
+    )
+    if not isinstance(usage, Mapping) or "prompt_tokens" not in usage:
+        usage = {"prompt_tokens": payload.get("prompt_tokens", 0),
+                 "completion_tokens": payload.get("completion_tokens", 0)}  # fmt: skip
+    details = usage.get("prompt_tokens_details") or {}
+    if not isinstance(details, Mapping):
+        details = {}
+    return {
+        "input_tokens": usage.get("prompt_tokens") or 0,
+        "output_tokens": usage.get("completion_tokens") or 0,
+        "cached_input_tokens": details.get("cached_tokens")
+        or usage.get("cache_read_input_tokens")
+        or 0,
+        "cache_write_tokens": usage.get("cache_creation_input_tokens")
+        or details.get("cache_write_tokens")
+        or details.get("cache_creation_tokens")
+        or 0,
+    }
+
+
+def _time(epoch_seconds: Any) -> datetime:
+    if isinstance(epoch_seconds, bool) or not isinstance(epoch_seconds, int | float):
+        raise TypeError("not a number")
+    return datetime.fromtimestamp(epoch_seconds, UTC)
+
+
+def _request_type(call_type: Any) -> str:
+    """LiteLLM's call type without its async `a` prefix (acompletion -> completion)."""
+    if not isinstance(call_type, str) or not call_type:
+        return "completion"
+    plain = (
+        call_type[1:] if call_type.startswith("a") and call_type[1:] in _CALL_TYPES else call_type
+    )
+    return _CALL_TYPES.get(plain, plain)[:20]

@@ -1,0 +1,149 @@
+"""LiteLLM's StandardLoggingPayload -> contract events, on payloads recorded from the real
+proxy (litellm 1.108.7, `mock_response` models; tests/fixtures/litellm-1.108.7)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.core.events import Rejection, UsageEvent, decode, gateway_alias
+from pipeline.core.pricing import Price, TokenCounts, vendor_cost
+from pipeline.errors import Reason
+from pipeline.gateways.litellm import REQUEST_NAMESPACE, BilledUser, UserSource, to_event
+from pipeline.money.catalog import load_litellm
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORDED = ROOT / "tests" / "fixtures" / "litellm-1.108.7"
+KEY_USER = BilledUser(UserSource.KEY_USER)
+
+
+def payload(name: str) -> Any:
+    return json.loads((RECORDED / f"{name}.json").read_text())
+
+
+def event(mapped: dict[str, Any] | Rejection) -> UsageEvent:
+    """The mapped event as the worker decodes it."""
+    assert isinstance(mapped, dict), mapped
+    decoded = decode(json.dumps(mapped).encode(), datetime.now(UTC), timedelta(minutes=5))
+    assert isinstance(decoded, UsageEvent), decoded
+    return decoded
+
+
+def test_a_plain_call_maps_to_one_event_of_the_keys_user() -> None:
+    recorded = payload("success")
+    mapped = event(to_event(recorded, KEY_USER))
+    assert mapped.request_id == uuid.uuid5(
+        REQUEST_NAMESPACE, f"{recorded['litellm_call_id']}:success"
+    )
+    assert mapped.gateway_user is not None
+    assert (mapped.gateway_user.gateway, mapped.gateway_user.id) == ("litellm", "default_user_id")
+    assert mapped.user_id == gateway_alias("litellm", "default_user_id")
+    assert (mapped.provider, mapped.model) == ("openai", "gpt-4o-mini")
+    assert (mapped.input_tokens, mapped.output_tokens) == (10, 20)
+    assert (mapped.cached_input_tokens, mapped.cache_write_tokens) == (0, 0)
+    assert mapped.status.value == "success" and mapped.request_type == "completion"
+    assert mapped.started_at == datetime.fromtimestamp(recorded["startTime"], UTC)
+    assert mapped.completed_at == datetime.fromtimestamp(recorded["endTime"], UTC)
+
+
+def test_the_same_call_logged_twice_maps_to_the_same_event() -> None:
+    recorded = payload("success")
+    assert to_event(recorded, KEY_USER) == to_event(json.loads(json.dumps(recorded)), KEY_USER)
+
+
+def test_a_fallback_is_two_requests_the_failed_attempt_and_the_answer() -> None:
+    recorded = payload("fallback_failure_then_success")  # from a proxy without keys: no key user
+    assert recorded[0]["litellm_call_id"] == recorded[1]["litellm_call_id"]
+    failed, answered = (event(to_event(p, BilledUser.parse("tag:User-Agent: "))) for p in recorded)
+    assert failed.request_id != answered.request_id
+    assert failed.status.value == "error" and failed.input_tokens == 0
+    assert answered.status.value == "success" and answered.output_tokens == 20
+
+
+def test_cache_hits_and_writes_come_from_litellms_usage_object() -> None:
+    openai = event(to_event(payload("cached"), KEY_USER))
+    assert (openai.input_tokens, openai.cached_input_tokens, openai.cache_write_tokens) == (
+        2000, 1500, 0)  # fmt: skip
+    anthropic = event(to_event(payload("cached_anthropic_haiku45"), KEY_USER))
+    assert (anthropic.provider, anthropic.model) == ("anthropic", "claude-haiku-4-5-20251001")
+    assert (anthropic.input_tokens, anthropic.cached_input_tokens,
+            anthropic.cache_write_tokens, anthropic.output_tokens) == (3000, 1000, 500, 40)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["cached_anthropic_haiku45", "cached", "success",
+                                  "streaming_anthropic_haiku45"])  # fmt: skip
+def test_our_catalog_prices_the_mapped_event_as_litellm_did(name: str) -> None:
+    """The names match our import of LiteLLM's map, and our exact price equals its float
+    `response_cost` (to its own float precision)."""
+    recorded = payload(name)
+    mapped = event(to_event(recorded, KEY_USER))
+    catalog = load_litellm(ROOT / "data" / "litellm-model-prices-1.110.2.json")
+    [entry] = [e for e in catalog.entries
+               if (e.provider.api_type, e.model_name) == (mapped.provider, mapped.model)]  # fmt: skip
+    row = entry.price
+    price = Price(uuid.uuid4(), mapped.model, row.input_per_1k, row.output_per_1k,
+                  row.cache_input_per_1k, row.cache_hit_per_1k, datetime(2020, 1, 1, tzinfo=UTC),
+                  None)  # fmt: skip
+    counts = TokenCounts(mapped.input_tokens, mapped.output_tokens, mapped.cached_input_tokens,
+                         mapped.cache_write_tokens)  # fmt: skip
+    ours = vendor_cost(counts, price)
+    assert ours == Decimal(str(recorded["response_cost"])).quantize(Decimal("1E-8"))
+
+
+def test_a_streamed_call_is_complete_and_priced_on_its_counted_tokens() -> None:
+    mapped = event(to_event(payload("streaming"), KEY_USER))
+    assert mapped.is_streaming_complete
+    assert (mapped.input_tokens, mapped.output_tokens) == (9, 1)
+
+
+def test_a_failed_call_is_an_error_with_litellms_message() -> None:
+    mapped = event(to_event(payload("failure"), KEY_USER))
+    assert mapped.status.value == "error"
+    assert mapped.error_message is not None
+    assert mapped.error_message.startswith("litellm.RateLimitError")
+    assert (mapped.input_tokens, mapped.output_tokens) == (0, 0)
+
+
+def test_a_call_that_reached_no_provider_is_rejected() -> None:
+    for recorded in payload("failure_unknown_model"):
+        refused = to_event(recorded, KEY_USER)
+        assert isinstance(refused, Rejection) and refused.reason is Reason.UNKNOWN_PROVIDER
+
+
+def test_the_billed_user_comes_from_the_chosen_field() -> None:
+    recorded = payload("with_user")
+    end_user = event(to_event(recorded, BilledUser.parse("end_user")))
+    assert end_user.gateway_user is not None and end_user.gateway_user.id == "end-user-42"
+    tagged = recorded | {"request_tags": ["User-Agent: OpenAI", "customer=acme"]}
+    by_tag = event(to_event(tagged, BilledUser.parse("tag:customer=")))
+    assert by_tag.gateway_user is not None and by_tag.gateway_user.id == "acme"
+    nobody = to_event(payload("success"), BilledUser.parse("user_api_key_team_id"))
+    assert isinstance(nobody, Rejection) and nobody.reason is Reason.UNKNOWN_USER
+    assert "user_api_key_team_id" in nobody.detail
+
+
+def test_a_bad_user_source_setting_is_refused() -> None:
+    for bad in ("tag", "tag:", "end_user:x", "email"):
+        with pytest.raises(ValueError):
+            BilledUser.parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"litellm_call_id": None, "id": None}, Reason.SCHEMA_VIOLATION),
+        ({"status": "pending"}, Reason.SCHEMA_VIOLATION),
+        ({"startTime": "yesterday"}, Reason.SCHEMA_VIOLATION),
+        ({"model": ""}, Reason.UNKNOWN_MODEL),
+    ],
+)
+def test_a_payload_that_is_not_a_call_is_rejected(change: dict[str, Any], reason: Reason) -> None:
+    refused = to_event(payload("success") | change, KEY_USER)
+    assert isinstance(refused, Rejection) and refused.reason is reason
+    assert isinstance(to_event([1, 2], KEY_USER), Rejection)

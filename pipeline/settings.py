@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import PipelineError
+from pipeline.gateways.litellm import BilledUser, UserSource
 
 STACK_ENV = "stack.env"
 """The local stack's DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS, in the state directory."""
@@ -125,6 +126,14 @@ class Settings(BaseSettings):
     """EVENT_LOOP: the asyncio event loop of the worker and the API: uvloop (libuv, the loop
     Faust and mode support besides asyncio's own; see docs/benchmarks.md) or asyncio."""
 
+    litellm_user_source: str = Field(
+        default="user_api_key_user_id", validation_alias="LITELLM_USER_SOURCE"
+    )
+    """LITELLM_USER_SOURCE: which id of a LiteLLM payload bills: `user_api_key_user_id` (the
+    virtual key's user), `user_api_key_team_id`, `end_user` (the request's `user`) or
+    `tag:<prefix>` (a request tag `<prefix><id>`); linked to our users with
+    `usage-pipeline gateway-users link litellm ID USER`."""
+
     live_usage_view: bool = Field(default=False, validation_alias="LIVE_USAGE_VIEW")
     """LIVE_USAGE_VIEW: serve /users/{id}/usage/today from a Faust windowed table (opt-in)."""
 
@@ -216,7 +225,19 @@ class Settings(BaseSettings):
             raise ValueError(f"{given[0]} is set but KAFKA_SECURITY_PROTOCOL={protocol} has no TLS")
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
             raise ValueError("KAFKA_SSL_KEYFILE is set without KAFKA_SSL_CERTFILE")
+        try:
+            BilledUser.parse(self.litellm_user_source)
+        except ValueError:
+            raise ValueError(
+                f"LITELLM_USER_SOURCE={self.litellm_user_source!r}: give one of "
+                f"{', '.join(s.value for s in UserSource if s is not UserSource.TAG)} "
+                "or tag:<prefix>"
+            ) from None
         return self
+
+    @property
+    def litellm_billed_user(self) -> BilledUser:
+        return BilledUser.parse(self.litellm_user_source)
 
 
 class AddressMissing(PipelineError):

@@ -20,6 +20,7 @@ from pipeline.api.problems import Problem
 
 KEY_CACHE_SECONDS = 5.0
 KEY = web.RequestKey("api_key", ApiKey)
+INGEST_ROUTES = frozenset({"/v1/events", "/v1/ingest/litellm"})
 
 
 class KeyCache:
@@ -55,7 +56,7 @@ def required_scope(request: web.Request) -> Scope | None:
     path = resource.canonical if resource is not None else ""
     if not path.startswith("/v1/"):
         return None
-    return Scope.INGEST if path == "/v1/events" else Scope.READ
+    return Scope.INGEST if path in INGEST_ROUTES else Scope.READ
 
 
 def middleware(cache: KeyCache) -> Any:

@@ -10,6 +10,7 @@ record holding the events' original bytes, and the answer waits for the broker's
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,9 @@ from aiokafka.errors import KafkaError
 from pipeline.api.problems import Problem
 from pipeline.core import records
 from pipeline.core.events import Decoded, Rejection, UsageEvent, decode
+from pipeline.errors import Reason
+from pipeline.gateways import litellm
+from pipeline.gateways.litellm import BilledUser
 from pipeline.stream import kafka_io
 from pipeline.stream.kafka_access import KafkaAccess, client_options
 
@@ -54,6 +58,53 @@ def split_body(content_type: str, body: bytes, max_events: int) -> list[bytes]:
 
 def judge(items: Sequence[bytes], now: datetime, max_future_skew: timedelta) -> list[Decoded]:
     return [decode(item, now, max_future_skew) for item in items]
+
+
+def litellm_payloads(body: bytes, max_events: int) -> list[Any]:
+    """The payloads of a LiteLLM `generic_api` batch: a JSON array (`json_array`), one
+    object, or NDJSON (`ndjson`, which LiteLLM sends as application/json too). A line
+    that is not JSON stays in the list as its bytes, to be answered malformed_json."""
+    try:
+        whole = json.loads(body)
+    except ValueError:
+        whole = None
+        payloads: list[Any] = []
+        for line in body.splitlines():
+            if line.strip():
+                try:
+                    payloads.append(json.loads(line))
+                except ValueError:
+                    payloads.append(line)
+    else:
+        payloads = whole if isinstance(whole, list) else [whole]
+    if not payloads:
+        raise Problem("bad-request", "the body holds no LiteLLM payload")
+    if len(payloads) > max_events:
+        raise Problem(
+            "payload-too-large", f"{len(payloads)} payloads in one request; at most {max_events}"
+        )
+    return payloads
+
+
+def judge_litellm(
+    payloads: Sequence[Any], billed: BilledUser, now: datetime, max_future_skew: timedelta
+) -> tuple[list[bytes], list[Decoded]]:
+    """Each payload mapped to a contract event (`pipeline.gateways.litellm`) and judged as
+    the worker will: the events' bytes and their verdicts."""
+    items: list[bytes] = []
+    verdicts: list[Decoded] = []
+    for payload in payloads:
+        mapped = (
+            Rejection(Reason.MALFORMED_JSON, "an NDJSON line is not JSON")
+            if isinstance(payload, bytes)
+            else litellm.to_event(payload, billed)
+        )
+        item = json.dumps(mapped).encode() if isinstance(mapped, dict) else b""
+        items.append(item)
+        verdicts.append(
+            mapped if isinstance(mapped, Rejection) else decode(item, now, max_future_skew)
+        )
+    return items, verdicts
 
 
 def foreign_users(verdicts: Sequence[Decoded], allowed: frozenset[UUID] | None) -> list[int]:

@@ -96,6 +96,27 @@ def document() -> dict[str, Any]:
                                     "were published; send the others again"),
                 },
             }},
+            "/v1/ingest/litellm": {"post": {
+                "summary": "LiteLLM's generic_api logger (scope ingest, a key for every user)",
+                "description": "A batch of LiteLLM StandardLoggingPayload objects (log_format "
+                "json_array, or ndjson, sent as application/json too), each mapped to an event "
+                "of the LiteLLM user LITELLM_USER_SOURCE names; the worker books it for the user "
+                "linked to that id (`usage-pipeline gateway-users link`) or dead-letters it as "
+                "unknown_user. Answered like /v1/events.",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"oneOf": [
+                        {"type": "array", "items": {"type": "object"}}, {"type": "object"},
+                        {"type": "string", "description": "NDJSON"}]}},
+                }},
+                "responses": {
+                    "202": _json(_ref("IngestResult"), "Every mapped event is published"),
+                    "400": _problem("The body holds no payload"),
+                    **_AUTH_ERRORS,
+                    "413": _problem("Too many payloads or too large a body"),
+                    "503": _problem("Kafka did not acknowledge: `results` says which events "
+                                    "were published; send the others again"),
+                },
+            }},
             "/v1/users/{user_id}/balance": {"get": {
                 "summary": "The exact balance (scope read)",
                 "parameters": [_USER],

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pipeline.api import accounts, auth, ingest, openapi
 from pipeline.api.auth import KEY, KeyCache
 from pipeline.api.problems import Problem, from_http, respond
-from pipeline.core.events import UsageEvent
+from pipeline.core.events import Decoded, UsageEvent
 from pipeline.settings import Settings
 from pipeline.stream.kafka_access import KafkaAccess
 
@@ -188,6 +188,29 @@ async def post_events(request: web.Request) -> web.Response:
     if foreign:
         raise Problem("forbidden", f"key {request[KEY].name} may not ingest for the users of "
                       f"events {foreign[:10]}", events=foreign)  # fmt: skip
+    return await _publish(request, items, verdicts)
+
+
+async def post_litellm(request: web.Request) -> web.Response:
+    """LiteLLM's `generic_api` logger: its payloads mapped to events of LiteLLM's users,
+    whom the worker books for the users linked to them."""
+    settings, key = request.app[SETTINGS], request[KEY]
+    if key.users is not None:
+        raise Problem("forbidden", f"key {key.name} is restricted to users; LiteLLM's payloads "
+                      "name LiteLLM's users, which only the worker links to ours")  # fmt: skip
+    payloads = ingest.litellm_payloads(await request.read(), settings.api_max_events)
+    skew = timedelta(seconds=settings.max_future_skew_seconds)
+    items, verdicts = ingest.judge_litellm(
+        payloads, settings.litellm_billed_user, datetime.now(UTC), skew
+    )
+    return await _publish(request, items, verdicts)
+
+
+async def _publish(
+    request: web.Request, items: list[bytes], verdicts: list[Decoded]
+) -> web.Response:
+    """Publish the accepted events and answer per event (202), or 503 if Kafka did not
+    take them all."""
     publisher = request.app[PUBLISHER]
     accepted = {i for i, v in enumerate(verdicts) if isinstance(v, UsageEvent)}
     try:
@@ -250,6 +273,7 @@ ROUTES = [
     ("GET", "/metrics", metrics_page),
     ("GET", "/openapi.json", openapi_document),
     ("POST", "/v1/events", post_events),
+    ("POST", "/v1/ingest/litellm", post_litellm),
     ("GET", "/v1/users/{user_id}/balance", get_balance),
     ("GET", "/v1/users/{user_id}/entitlement", get_entitlement),
     ("GET", "/v1/users/{user_id}/usage", get_usage),

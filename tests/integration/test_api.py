@@ -280,3 +280,64 @@ def test_the_openapi_document_is_valid_committed_and_matches_the_routes(api: Api
     )
     documented = {(m.upper(), p) for p, ops in served["paths"].items() for m in ops}
     assert documented == {(m, p) for m, p, _ in service.ROUTES}
+
+
+LITELLM_RECORDED = REPO / "tests" / "fixtures" / "litellm-1.108.7"
+
+
+def litellm_payload(name: str, key_user: str) -> dict[str, Any]:
+    """A payload recorded from LiteLLM's proxy, as a new call of `key_user`'s key."""
+    found = json.loads((LITELLM_RECORDED / f"{name}.json").read_text())
+    recorded: dict[str, Any] = found[0] if isinstance(found, list) else found  # a call's logs
+    recorded["litellm_call_id"] = str(uuid.uuid4())
+    recorded["metadata"]["user_api_key_user_id"] = key_user
+    return recorded
+
+
+def test_litellm_generic_api_batches_book_linked_users_once_and_dead_letter_the_rest(
+    api: Api, tmp_path: Path
+) -> None:
+    catalog = REPO / "data" / "litellm-model-prices-1.110.2.json"
+    imported = CliRunner().invoke(
+        main, ["prices", "import", "--litellm", str(catalog), "--effective-from",
+               "2026-01-01T00:00:00+00:00"], env={"DATABASE_URL": api.db})  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    user = new_user(api.harness, credits=100_000)
+    alice, stranger = f"alice-{uuid.uuid4().hex[:6]}", f"eve-{uuid.uuid4().hex[:6]}"
+    linked = CliRunner().invoke(main, ["gateway-users", "link", "litellm", alice, str(user)],
+                                env={"DATABASE_URL": api.db})  # fmt: skip
+    assert linked.exit_code == 0, linked.output
+    plain, cached = (
+        litellm_payload("success", alice),
+        litellm_payload("cached_anthropic_haiku45", alice),
+    )
+    unlinked = litellm_payload("success", stranger)
+    no_provider = litellm_payload("failure_unknown_model", alice)
+
+    batch = json.dumps([plain, cached, plain, unlinked, no_provider]).encode()  # json_array
+    answer = api.call("POST", "/v1/ingest/litellm", "ingest", batch)
+    assert answer.status == 202, answer.body
+    assert [r["status"] for r in answer.body["results"]] == ["accepted"] * 4 + ["rejected"]
+    assert answer.body["results"][4]["reason"] == "unknown_provider"
+    ndjson = b"\n".join(json.dumps(p).encode() for p in (plain, cached))  # sent again, as ndjson
+    again = api.call("POST", "/v1/ingest/litellm", "ingest", ndjson)  # LiteLLM says json
+    assert again.status == 202 and again.body["accepted"] == 2
+    assert is_problem(api.call("POST", "/v1/ingest/litellm", "read", batch), 403, "forbidden")
+
+    ids = [answer.body["results"][i]["request_id"] for i in (0, 1)]
+    api.harness.start_worker(tmp_path)
+    try:
+        api.harness.wait_booked(ids)
+        wait_for(lambda: len(api.harness.dead_letters()) == 1, 60)
+    finally:
+        api.harness.stop_worker()
+    rows = api.harness.query(
+        "SELECT user_id, model_id, input_tokens, cached_input_tokens, cache_write_tokens, "
+        "vendor_cost FROM token_usage_ledger WHERE request_id = ANY(%s::uuid[]) "
+        "ORDER BY input_tokens", ids,
+    )  # fmt: skip
+    assert [r[:5] for r in rows] == [(user, "gpt-4o-mini", 10, 0, 0),
+                                     (user, "claude-haiku-4-5-20251001", 3000, 1000, 500)]  # fmt: skip
+    assert str(rows[1][5]) == "0.00242500"  # LiteLLM's own response_cost for that call
+    [dead] = api.harness.dead_letters()
+    assert dead.reason == "unknown_user" and repr(stranger) in dead.detail

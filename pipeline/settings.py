@@ -134,6 +134,17 @@ class Settings(BaseSettings):
     `tag:<prefix>` (a request tag `<prefix><id>`); linked to our users with
     `usage-pipeline gateway-users link litellm ID USER`."""
 
+    litellm_spool_path: Path = Field(
+        default=Path(".state/litellm-spool.ndjson"), validation_alias="LITELLM_SPOOL_PATH"
+    )
+    """LITELLM_SPOOL_PATH: where the LiteLLM callback keeps the calls Kafka has not taken
+    yet (an append-only file, replayed once the broker is back)."""
+
+    litellm_buffer_events: int = Field(
+        default=10_000, ge=1, validation_alias="LITELLM_BUFFER_EVENTS"
+    )
+    """LITELLM_BUFFER_EVENTS: calls the LiteLLM callback queues in memory; beyond, to the spool."""
+
     live_usage_view: bool = Field(default=False, validation_alias="LIVE_USAGE_VIEW")
     """LIVE_USAGE_VIEW: serve /users/{id}/usage/today from a Faust windowed table (opt-in)."""
 

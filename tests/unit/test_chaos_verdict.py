@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from pipeline.ops.chaos.verdict import (
     Totals,
     expect,
     fault_plan,
+    survivor_goal,
     verdict,
 )
 from pipeline.ops.demo.sample import DemoUser
@@ -77,6 +79,7 @@ def test_expect_prices_books_and_rejects_independently() -> None:
     # The seed's worked example: USD 0.035 at the pro margin of 1.5 is 53 credits.
     assert out.totals[PAYER.id] == Totals(1, 1000, 2000, Decimal("0.035"), 53, 100 - 53)
     assert out.totals[BYOK.id] == Totals(1, 1000, 2000, Decimal(0), 0, 0)
+    assert out.booked_at == [0, 1]  # the lines that book a row
     assert {reason for _, reason in out.rejected} == {
         "unknown_model",
         "malformed_json",
@@ -126,3 +129,17 @@ def test_fault_plan_has_every_fault_once_and_the_kills() -> None:
     every = [KILL_ONE_OF_TWO, RESTART_POSTGRES, READ_ONLY_POSTGRES, RESTART_KAFKA]
     assert sorted(plan) == sorted([KILL] * 3 + every)
     assert plan == fault_plan(3, random.Random(5))
+
+
+def test_survivor_goal_lies_within_the_lines_published_for_it() -> None:
+    # 200 lines, every other one booking a row; the publisher holds back all from line 180,
+    # whose first 90 rows are published. A catch-up take booked 88 of them before the fault.
+    booked_at = list(range(0, 200, 2))
+    sent = 180
+
+    goal, lines = survivor_goal(booked_at, at=88, sent=sent)
+
+    assert goal == 88 + 100 // 20
+    assert lines > sent and bisect_right(booked_at, lines - 1) == goal
+    assert survivor_goal(booked_at, at=10, sent=sent) == (15, sent)  # published already
+    assert survivor_goal(booked_at, at=100, sent=sent) == (100, 199)  # the whole sample

@@ -45,6 +45,7 @@ from pipeline.ops.chaos.verdict import (
     Check,
     expect,
     fault_plan,
+    survivor_goal,
     verdict,
 )
 from pipeline.ops.demo import sample
@@ -221,7 +222,7 @@ class Drill:
         floor = 0
         for fault, mark in zip(faults, marks, strict=True):
             self.wait_booked(max(int(mark), floor))
-            self.inject(fault, total)
+            self.inject(fault, expected.booked_at)
             # The next fault waits for progress made after this one has been recovered from.
             floor = min(int(total * last), self.booked() + max(1, total // 50))
         self.publisher.release.set()
@@ -264,8 +265,9 @@ class Drill:
             self.workers.append(worker)
         self.timeline.note("setup", f"{WORKERS} workers in consumer group {GROUP}")
 
-    def inject(self, fault: str, total: int) -> None:
+    def inject(self, fault: str, booked_at: list[int]) -> None:
         note = self.timeline.note
+        total = len(booked_at)
         at = self.booked()
         if fault == KILL:
             worker = self.rng.choice(self.workers)
@@ -280,7 +282,7 @@ class Drill:
             victim.down_on_purpose = True
             victim.kill()
             began = time.monotonic()
-            goal = min(total, at + max(1, total // 20))
+            goal = self.survivor_goal(booked_at, at)
             self.wait_booked(goal)
             took = time.monotonic() - began
             note(
@@ -313,6 +315,15 @@ class Drill:
             note("fault", f"restart the Kafka broker at {at}/{total} booked")
             restart_kafka(self.settings)
             note("observed", "Kafka is back on its port")
+
+    def survivor_goal(self, booked_at: list[int], at: int) -> int:
+        """The rows the survivor must reach alone (`verdict.survivor_goal`), with as much of
+        the held-back sample let through as they need."""
+        assert self.publisher is not None  # it starts before the first fault
+        goal, lines = survivor_goal(booked_at, at, self.publisher.held_from)
+        while self.publisher.held_from < lines:
+            self.publisher.let_through()
+        return goal
 
     def hold_until_retried(
         self, fault: str, sqlstate: str | None = None, least: float = 0.0, most: float = 5.0

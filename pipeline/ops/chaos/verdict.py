@@ -73,6 +73,9 @@ class Totals:
 class Expected:
     booked: set[UUID] = field(default_factory=set)
     """Requests that must have exactly one usage row."""
+    booked_at: list[int] = field(default_factory=list)
+    """The index of the line that books each of them, in order: the books hold
+    `bisect_right(booked_at, n - 1)` rows once the first `n` lines are consumed."""
     charged: set[UUID] = field(default_factory=set)
     """Requests that must have exactly one deduction row (more than zero credits)."""
     rejected: Counter[tuple[bytes, str]] = field(default_factory=Counter)
@@ -93,7 +96,7 @@ def expect(
     by_id = {u.id: u for u in users}
     out = Expected(totals={u.id: Totals(balance=u.credits) for u in users})
     seen: dict[UUID, bytes] = {}
-    for line in lines:
+    for index, line in enumerate(lines):
         event = decode(line, now, max_future_skew)
         if isinstance(event, Rejection):
             out.rejected[(line, event.reason.value)] += 1
@@ -111,6 +114,7 @@ def expect(
             continue
         seen[event.request_id] = event.fingerprint()
         out.booked.add(event.request_id)
+        out.booked_at.append(index)
         if credits:
             out.charged.add(event.request_id)
         out.totals[event.user_id] = out.totals[event.user_id].add(
@@ -231,6 +235,20 @@ def _reasons(rejected: Counter[tuple[bytes, str]]) -> str:
     for (_, reason), n in rejected.items():
         by_reason[reason] += n
     return ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items())) or "none"
+
+
+def survivor_goal(booked_at: Sequence[int], at: int, sent: int) -> tuple[int, int]:
+    """The rows the survivor of a kill of one of two workers must reach alone (a twentieth
+    of the sample past the `at` booked when the fault struck), and the lines that must be
+    published for them: `sent`, or more when the goal lies in the lines held back.
+
+    The publisher holds the end of the sample back until the last fault, and the fault
+    strikes once its mark is booked; a catch-up take (after a broker restart) can book up
+    to the hold past the mark, and a goal beyond what is published is never reached.
+    """
+    goal = min(len(booked_at), at + max(1, len(booked_at) // 20))
+    needed = booked_at[goal - 1] + 1 if goal > 0 else 0
+    return goal, max(sent, needed)
 
 
 def fault_plan(kills: int, rng: random.Random) -> list[str]:

@@ -81,6 +81,10 @@ MODEL_SUMMARY_MERGE = """
         total_vendor_cost = t.total_vendor_cost + EXCLUDED.total_vendor_cost,
         total_credits_deducted = t.total_credits_deducted + EXCLUDED.total_credits_deducted,
         total_credit_value_usd = t.total_credit_value_usd + EXCLUDED.total_credit_value_usd,
+        gateway_costed_requests = t.gateway_costed_requests + EXCLUDED.gateway_costed_requests,
+        total_gateway_cost_usd = t.total_gateway_cost_usd + EXCLUDED.total_gateway_cost_usd,
+        gateway_costed_vendor_cost =
+            t.gateway_costed_vendor_cost + EXCLUDED.gateway_costed_vendor_cost,
         updated_at = now()
 """
 
@@ -229,7 +233,7 @@ _USAGE_COLUMNS = ", ".join(UsageRow._fields)
 _USAGE_TYPES = (
     "uuid", "uuid", "uuid", "varchar", "uuid", "int4", "int4", "int4", "int4", "numeric",
     "numeric", "numeric", "int4", "varchar", "int4", "timestamptz", "timestamptz", "int4",
-    "varchar", "text", "bool", "varchar", "varchar", "uuid", "bytea",
+    "varchar", "text", "bool", "varchar", "varchar", "uuid", "bytea", "numeric",
 )  # fmt: skip
 
 
@@ -335,10 +339,12 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
             INSERT INTO model_usage_daily_summary AS t (
                 summary_date, provider_id, model_id, total_requests, total_input_tokens,
                 total_output_tokens, total_cached_input_tokens, total_cache_write_tokens,
-                total_vendor_cost, total_credits_deducted, total_credit_value_usd)
+                total_vendor_cost, total_credits_deducted, total_credit_value_usd,
+                gateway_costed_requests, total_gateway_cost_usd, gateway_costed_vendor_cost)
             SELECT * FROM unnest(%b::date[], %b::uuid[], %b::text[], %b::bigint[], %b::bigint[],
                                  %b::bigint[], %b::bigint[], %b::bigint[], %b::numeric[],
-                                 %b::bigint[], %b::numeric[])
+                                 %b::bigint[], %b::numeric[], %b::bigint[], %b::numeric[],
+                                 %b::numeric[])
             """ + MODEL_SUMMARY_MERGE,
             (
                 [k[0] for k in keys3], [k[1] for k in keys3], [k[2] for k in keys3],
@@ -346,5 +352,7 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
                 [x.output_tokens for x in m], [x.cached_input_tokens for x in m],
                 [x.cache_write_tokens for x in m], [x.vendor_cost for x in m],
                 [x.credits for x in m], [x.credit_value_usd for x in m],
+                [x.gateway_costed_requests for x in m], [x.gateway_cost_usd for x in m],
+                [x.gateway_costed_vendor_cost for x in m],
             ),
         )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid5
@@ -29,6 +30,8 @@ from pipeline.errors import Reason
 
 _MILLISECOND = timedelta(milliseconds=1)
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
+GATEWAY_COST_LIMIT = 10**8
+"""Above it, no gateway cost fits token_usage_ledger.gateway_cost_usd (NUMERIC(18,10))."""
 GATEWAY_USER_NAMESPACE = UUID("5f1c2b8e-7d4a-4c3b-9e61-2a8f0d9c4b77")
 
 
@@ -95,6 +98,18 @@ class UsageEvent(BaseModel):
             f"{GATEWAY_USER_NAMESPACE}, name `gateway` + U+001F + `id`); the worker books "
             "the event for the user linked to it (`usage-pipeline gateway-users link`), "
             "and dead-letters it as unknown_user if there is none."
+        ),
+    )
+
+    gateway_cost_usd: Decimal | None = Field(
+        default=None,
+        ge=0,
+        lt=GATEWAY_COST_LIMIT,
+        exclude=True,
+        description=(
+            "Contract v1.3: what the gateway itself computed the request cost (LiteLLM's "
+            "`response_cost`). Recorded next to our price to compare them, never billed "
+            "from, and not part of the request's identity."
         ),
     )
 

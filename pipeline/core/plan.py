@@ -87,6 +87,7 @@ class UsageRow(NamedTuple):
     region: str | None
     deduction_record_id: UUID | None
     event_fingerprint: bytes
+    gateway_cost_usd: Decimal | None = None
 
     @property
     def usage_date(self) -> date:
@@ -268,6 +269,7 @@ def _usage_row(
         region=event.region,
         deduction_record_id=deduction_id,
         event_fingerprint=fingerprint,
+        gateway_cost_usd=event.gateway_cost_usd,
     )
 
 

@@ -46,6 +46,11 @@ class ModelDay:
     vendor_cost: Decimal = Decimal(0)
     credits: int = 0
     credit_value_usd: Decimal = Decimal(0)
+    gateway_costed_requests: int = 0
+    """Requests whose gateway reported its own cost (`gateway_cost_usd`)."""
+    gateway_cost_usd: Decimal = Decimal(0)
+    gateway_costed_vendor_cost: Decimal = Decimal(0)
+    """Our vendor cost of those same requests."""
 
 
 def user_days(rows: Iterable[UsageRow]) -> dict[tuple[UUID, date], UserDay]:
@@ -86,4 +91,8 @@ def model_days(rows: Iterable[UsageRow]) -> dict[tuple[date, UUID, str], ModelDa
         day.vendor_cost += row.vendor_cost
         day.credits += row.credits_deducted
         day.credit_value_usd += row.credit_value_usd
+        if row.gateway_cost_usd is not None:
+            day.gateway_costed_requests += 1
+            day.gateway_cost_usd += row.gateway_cost_usd
+            day.gateway_costed_vendor_cost += row.vendor_cost
     return totals

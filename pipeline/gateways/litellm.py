@@ -15,6 +15,8 @@ hand out, one per model call) mapped to a contract event: pure, never raises.
   prompt token, cache hits (`prompt_tokens_details.cached_tokens`) and cache writes
   (`cache_creation_input_tokens`) included, as contract v1's `input_tokens` does.
 - times: `startTime`/`endTime` (epoch seconds); status: success, or error with its message.
+- LiteLLM's own `response_cost` rides along as `gateway_cost_usd` (contract v1.3), a hint
+  the books keep next to our price and never bill from.
 """
 
 from __future__ import annotations
@@ -22,17 +24,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid5
 
-from pipeline.core.events import Rejection, gateway_alias
+from pipeline.core.events import GATEWAY_COST_LIMIT, Rejection, gateway_alias
 from pipeline.errors import Reason
 from pipeline.money.catalog import model_name_for, provider_for
 
 GATEWAY = "litellm"
 REQUEST_NAMESPACE = UUID("c7a3e0d2-4b1f-4e8a-b6d5-91f2a7c3e408")
 MAX_ERROR_MESSAGE = 10_000
+GATEWAY_COST_EXPONENT = Decimal("1e-10")  # NUMERIC(18,10) of token_usage_ledger.gateway_cost_usd
 _CALL_TYPES = {"completion": "completion", "text_completion": "text_completion",
                "embedding": "embedding", "responses": "responses"}  # fmt: skip
 
@@ -117,7 +121,19 @@ def to_event(payload: Any, billed: BilledUser) -> dict[str, Any] | Rejection:
         "status": "error" if failed else "success",
         "error_message": str(error)[:MAX_ERROR_MESSAGE] if failed and error else None,
         "is_streaming_complete": not (failed and payload.get("stream") is True),
+        **_cost_hint(payload.get("response_cost")),
     }
+
+
+def _cost_hint(cost: Any) -> dict[str, str]:
+    """LiteLLM's own `response_cost` (a binary float) as the event's `gateway_cost_usd`,
+    to 10 decimals: recorded to compare with our price, never billed from."""
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        return {}
+    hint = Decimal(str(cost))
+    if not hint.is_finite() or not 0 <= hint < GATEWAY_COST_LIMIT:
+        return {}
+    return {"gateway_cost_usd": str(hint.quantize(GATEWAY_COST_EXPONENT))}
 
 
 def tokens(payload: Mapping[str, Any]) -> dict[str, Any]:

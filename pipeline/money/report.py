@@ -62,7 +62,9 @@ SELECT m.summary_date AS day, p.name AS provider, m.model_id AS model,
        m.total_cached_input_tokens AS cached_input_tokens,
        m.total_cache_write_tokens AS cache_write_tokens,
        m.total_vendor_cost AS vendor_cost_usd, m.total_credits_deducted AS credits_deducted,
-       m.total_credit_value_usd AS credit_value_usd, m.total_gross_margin AS gross_margin_usd
+       m.total_credit_value_usd AS credit_value_usd, m.total_gross_margin AS gross_margin_usd,
+       m.gateway_costed_requests,
+       m.total_gateway_cost_usd - m.gateway_costed_vendor_cost AS gateway_cost_gap_usd
 FROM model_usage_daily_summary m JOIN providers p ON p.id = m.provider_id
 WHERE m.summary_date BETWEEN %(from)s AND %(to)s
 ORDER BY 1, 2, 3

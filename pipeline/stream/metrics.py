@@ -28,6 +28,7 @@ from prometheus_client import (
 from prometheus_client.process_collector import ProcessCollector
 
 from pipeline.core.plan import OutcomeKind
+from pipeline.core.pricing import VENDOR_COST_EXPONENT
 from pipeline.stream.booker import BatchResult
 from pipeline.stream.dlq import SourceMessage
 
@@ -82,6 +83,25 @@ class Metrics:
         self.billed = Counter(
             name("billed_usd"),
             "USD value of the credits charged, by provider and model.",
+            ["provider_id", "model"],
+            registry=r,
+        )
+        self.gateway_cost = Counter(
+            name("gateway_cost_usd"),
+            "The cost gateways reported for booked requests (LiteLLM's response_cost), "
+            "by provider and model; compare with gateway_costed_vendor_cost_usd.",
+            ["provider_id", "model"],
+            registry=r,
+        )
+        self.gateway_costed_vendor_cost = Counter(
+            name("gateway_costed_vendor_cost_usd"),
+            "Our vendor cost of the booked requests that carry a gateway's cost.",
+            ["provider_id", "model"],
+            registry=r,
+        )
+        self.gateway_cost_mismatches = Counter(
+            name("gateway_cost_mismatches"),
+            "Booked requests whose gateway cost, to 8 decimals, is not our vendor cost.",
             ["provider_id", "model"],
             registry=r,
         )
@@ -151,6 +171,15 @@ def new_metrics(with_process: bool = True) -> Metrics:
     return Metrics(registry)
 
 
+@dataclass
+class GatewayCosts:
+    """The gateway-reported costs of one model's booked requests, next to ours."""
+
+    reported: Decimal = Decimal(0)
+    ours: Decimal = Decimal(0)
+    mismatches: int = 0
+
+
 @dataclass(frozen=True)
 class BatchObservation:
     """What one committed batch adds to the metrics, computed without touching them."""
@@ -161,6 +190,7 @@ class BatchObservation:
     credits: Mapping[tuple[str, str], int]
     vendor_cost: Mapping[tuple[str, str], Decimal]
     billed: Mapping[tuple[str, str], Decimal]
+    gateway_costs: Mapping[tuple[str, str], GatewayCosts]
     latencies: Sequence[float]
     retries: int
     committed_at: float
@@ -172,12 +202,19 @@ def summarize(
     credits: dict[tuple[str, str], int] = defaultdict(int)
     vendor_cost: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     billed: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    gateway_costs: dict[tuple[str, str], GatewayCosts] = defaultdict(GatewayCosts)
     for plan in result.plans:
         for row in plan.usage_rows:
             key = (str(row.provider_id), row.model_id)
             credits[key] += row.credits_deducted
             vendor_cost[key] += row.vendor_cost
             billed[key] += row.credit_value_usd
+            if row.gateway_cost_usd is not None:
+                costs = gateway_costs[key]
+                costs.reported += row.gateway_cost_usd
+                costs.ours += row.vendor_cost
+                reported = row.gateway_cost_usd.quantize(VENDOR_COST_EXPONENT)
+                costs.mismatches += reported != row.vendor_cost
     latencies = [
         max(0.0, committed_at - m.timestamp_ms / 1000)
         for m in messages
@@ -190,6 +227,7 @@ def summarize(
         credits=dict(credits),
         vendor_cost=dict(vendor_cost),
         billed=dict(billed),
+        gateway_costs=dict(gateway_costs),
         latencies=latencies,
         retries=result.retries,
         committed_at=committed_at,
@@ -220,6 +258,10 @@ def observe_batch(
         metrics.credits.labels(provider, model).inc(credits)
         metrics.vendor_cost.labels(provider, model).inc(float(seen.vendor_cost[provider, model]))
         metrics.billed.labels(provider, model).inc(float(seen.billed[provider, model]))
+    for (provider, model), costs in seen.gateway_costs.items():
+        metrics.gateway_cost.labels(provider, model).inc(float(costs.reported))
+        metrics.gateway_costed_vendor_cost.labels(provider, model).inc(float(costs.ours))
+        metrics.gateway_cost_mismatches.labels(provider, model).inc(costs.mismatches)
     for latency in seen.latencies:
         metrics.latency.observe(latency)
     metrics.db_retries.inc(seen.retries)

@@ -3,7 +3,10 @@ in the batch's transaction, dead-lettered as unknown_user when unlinked."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -105,3 +108,27 @@ def test_links_are_listed_refused_and_removed(seeded_db: str) -> None:
     assert cli(seeded_db, "list").output.strip() == "no links"
     gone = cli(seeded_db, "unlink", "litellm", "dave")
     assert gone.exit_code == 1 and "is not linked" in gone.output
+
+
+def test_a_gateways_own_cost_is_kept_beside_ours_and_reported_per_model(seeded_db: str) -> None:
+    user = new_user(seeded_db, credits=100_000)
+    hinted = [event(user, gateway_cost_usd=cost) for cost in ("0.0350000001", "0.04")]
+    result = book(seeded_db, records(*hinted, event(user)), Sink())
+    assert result.outcomes == {"charged": 3}
+    ledger = rows(seeded_db, "SELECT vendor_cost, gateway_cost_usd FROM token_usage_ledger "
+                  "ORDER BY gateway_cost_usd NULLS LAST")  # fmt: skip
+    assert ledger == [(Decimal("0.03500000"), Decimal("0.0350000001")),
+                      (Decimal("0.03500000"), Decimal("0.0400000000")),
+                      (Decimal("0.03500000"), None)]  # fmt: skip
+    otherwise = json.dumps({**json.loads(hinted[0]), "gateway_cost_usd": "0.5"}).encode()
+    again = book(seeded_db, records(otherwise), Sink())
+    assert again.outcomes == {"duplicate": 1}  # the hint is not part of the request
+
+    day = datetime.now(UTC).date().isoformat()
+    report = CliRunner().invoke(main, ["report", "daily", "--from", day, "--to", day, "--by",
+                                       "model", "--format", "json"],
+                                env={"DATABASE_URL": seeded_db})  # fmt: skip
+    assert report.exit_code == 0, report.output
+    [gpt4o] = json.loads(report.output)
+    assert (gpt4o["requests"], gpt4o["gateway_costed_requests"]) == (3, 2)
+    assert Decimal(gpt4o["gateway_cost_gap_usd"]) == Decimal("0.0050000001")

@@ -94,6 +94,20 @@ def test_our_catalog_prices_the_mapped_event_as_litellm_did(name: str) -> None:
                          mapped.cache_write_tokens)  # fmt: skip
     ours = vendor_cost(counts, price)
     assert ours == Decimal(str(recorded["response_cost"])).quantize(Decimal("1E-8"))
+    assert mapped.gateway_cost_usd is not None  # the hint the books keep next to ours
+    assert mapped.gateway_cost_usd.quantize(Decimal("1E-8")) == ours
+
+
+def test_litellms_float_cost_is_a_hint_to_ten_decimals_outside_the_fingerprint() -> None:
+    recorded = payload("streaming_include_usage")
+    assert recorded["response_cost"] == 2.1000000000000002e-06
+    mapped = event(to_event(recorded, KEY_USER))
+    assert str(mapped.gateway_cost_usd) == "0.0000021000"
+    unpriced = event(to_event({**recorded, "response_cost": None}, KEY_USER))
+    assert unpriced.gateway_cost_usd is None
+    assert unpriced.fingerprint() == mapped.fingerprint()  # the same request either way
+    for odd in (True, float("nan"), float("inf"), -1.0, "0.5"):
+        assert "gateway_cost_usd" not in to_event({**recorded, "response_cost": odd}, KEY_USER)
 
 
 def test_a_streamed_call_is_complete_and_priced_on_its_counted_tokens() -> None:

@@ -64,7 +64,9 @@ def message(
 
 
 def batch() -> tuple[BatchResult, list[SourceMessage]]:
-    charged, overdraft, byok = row(), row("gpt-4o-mini", "0.001", 1), row(cost="0", credits=0)
+    charged = row()._replace(gateway_cost_usd=Decimal("0.0225000001"))  # LiteLLM's float, near
+    overdraft = row("gpt-4o-mini", "0.001", 1)._replace(gateway_cost_usd=Decimal("0.0011"))
+    byok = row(cost="0", credits=0)
     bad = Rejection(Reason.UNKNOWN_MODEL, "no price")
     plan = BatchPlan(
         usage_rows=[charged, overdraft, byok],
@@ -119,6 +121,10 @@ def test_observe_batch_counts_outcomes_money_and_latency() -> None:
     assert got["usage_pipeline_credits_deducted_total", mini] == 1
     assert got["usage_pipeline_vendor_cost_usd_total", gpt4o] == 0.0225
     assert got["usage_pipeline_billed_usd_total", gpt4o] == 0.023
+    assert got["usage_pipeline_gateway_cost_usd_total", gpt4o] == 0.0225000001
+    assert got["usage_pipeline_gateway_costed_vendor_cost_usd_total", mini] == 0.001
+    assert got["usage_pipeline_gateway_cost_mismatches_total", gpt4o] == 0  # equal to 8 places
+    assert got["usage_pipeline_gateway_cost_mismatches_total", mini] == 1
     assert got["usage_pipeline_batch_size_events_count", ()] == 1
     assert got["usage_pipeline_batch_size_events_sum", ()] == 5
     assert got["usage_pipeline_batch_commit_seconds_sum", ()] == 0.2

@@ -147,7 +147,9 @@ class KafkaUsageLogger(CustomLogger):  # type: ignore[misc]
             await _send(producer, partitions, spooled)
             self.spool.clear()
             RECORDS.labels("replayed").inc(len(spooled))
-            log.info("litellm callback: replayed %d spooled records", len(spooled))
+            # As loud as the outage's line (the proxy shows warnings only): its end.
+            log.warning("litellm callback: Kafka is back; replayed %d spooled records",
+                        len(spooled))  # fmt: skip
         while self.queue:
             batch = [self.queue.popleft() for _ in range(min(len(self.queue), RECORDS_PER_SEND))]
             try:

@@ -131,9 +131,10 @@ class KafkaUsageLogger(CustomLogger):  # type: ignore[misc]
                 self.queue.clear()
                 self.spool.append(spilled)
                 RECORDS.labels("spooled").inc(len(spilled))
-                log.warning("litellm callback: Kafka unavailable (%s); %d records spooled to %s, "
-                            "retrying every %.0f s", type(exc).__name__, len(spilled),
-                            self.spool.path, RETRY_SECONDS)  # fmt: skip
+                if spilled:  # the retries that find nothing new to spool stay quiet
+                    log.warning("litellm callback: Kafka unavailable (%s); %d records spooled "
+                                "to %s, retrying every %.0f s", type(exc).__name__, len(spilled),
+                                self.spool.path, RETRY_SECONDS)  # fmt: skip
                 await self._close()
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
@@ -142,10 +143,9 @@ class KafkaUsageLogger(CustomLogger):  # type: ignore[misc]
 
     async def _publish_all(self) -> None:
         producer, partitions = await self._ready()
-        spooled = self.spool.read()
-        if spooled:
+        while spooled := self.spool.claim():
             await _send(producer, partitions, spooled)
-            self.spool.clear()
+            self.spool.release()
             RECORDS.labels("replayed").inc(len(spooled))
             # As loud as the outage's line (the proxy shows warnings only): its end.
             log.warning("litellm callback: Kafka is back; replayed %d spooled records",

@@ -3,8 +3,9 @@ order once Kafka takes records again (the LiteLLM callback's outage buffer).
 
 One JSON object per line: topic, key, value and headers as text (our keys, values and
 headers are UTF-8). `append` syncs the file before it returns, so a spooled record
-survives the process; `clear` empties it once every record read has been acknowledged.
-A crash between the two replays them again: the books take each request once.
+survives the process. A replay `claim`s the file (renames it aside, so what is appended
+meanwhile goes to a new one) and `release`s it once every claimed record has been
+acknowledged; a crash in between replays the claim again: the books take each request once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Outgoing(NamedTuple):
 class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.claimed = path.with_name(path.name + ".replaying")
 
     def append(self, records: Sequence[Outgoing]) -> None:
         if not records:
@@ -37,23 +39,39 @@ class Spool:
             out.flush()
             os.fsync(out.fileno())
 
-    def read(self) -> list[Outgoing]:
-        """Every spooled record, oldest first (a torn last line, from a crash while it was
-        written, is left out: its record was never reported spooled)."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        found = []
-        for line in text.splitlines():
+    def claim(self) -> list[Outgoing]:
+        """The records to replay, oldest first: a claim a crash left unreleased, else the
+        spool renamed aside (appends go on in a new file meanwhile)."""
+        for _ in range(2):
+            if self.claimed.exists():
+                found = _read(self.claimed)
+                if found:
+                    return found
+                self.claimed.unlink()  # only a torn line: nothing was spooled in it
             try:
-                found.append(_from_json(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                continue
-        return found
+                self.path.rename(self.claimed)
+            except FileNotFoundError:
+                return []
+        return []
 
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+    def release(self) -> None:
+        """Every claimed record has been acknowledged."""
+        self.claimed.unlink(missing_ok=True)
+
+    def pending(self) -> bool:
+        return self.path.exists() or self.claimed.exists()
+
+
+def _read(path: Path) -> list[Outgoing]:
+    """The records of a spool file (a torn last line, from a crash while it was written,
+    is left out: its record was never reported spooled)."""
+    found = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            found.append(_from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
 
 
 def _as_json(record: Outgoing) -> dict[str, object]:

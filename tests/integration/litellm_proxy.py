@@ -16,7 +16,7 @@ import secrets
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,24 @@ REPO = Path(__file__).resolve().parents[2]
 VERSION = "1.108.7"
 VENV = REPO / ".state" / f"litellm-{VERSION}"
 START_SECONDS = 120.0
+CALLBACK = "pipeline.gateways.litellm_callback.handler"
+SECOND_CALLBACK = """\
+# A second copy of our callback (its own spool): every call is published twice, as when
+# LiteLLM logs one success twice. A class of its own: LiteLLM drops a second logger of the
+# same class.
+from pipeline.gateways.litellm_callback import KafkaUsageLogger
+from pipeline.settings import from_environment
+
+
+class SecondKafkaUsageLogger(KafkaUsageLogger):
+    pass
+
+
+found = from_environment()
+handler = SecondKafkaUsageLogger(found.model_copy(
+    update={"litellm_spool_path": found.litellm_spool_path.with_suffix(".second")}))
+"""
+"""`twice.py` next to the config: LiteLLM loads `twice.handler` from the config's folder."""
 
 CACHED_USAGE = {"prompt_tokens": 2000, "completion_tokens": 50, "total_tokens": 2050,
                 "prompt_tokens_details": {"cached_tokens": 1500}}  # fmt: skip
@@ -61,9 +79,11 @@ def installed() -> Path:
     return command
 
 
-def config(callbacks: bool = True, generic_api: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A proxy config (JSON is YAML) of the mock deployments, logging through our Kafka
-    callback and/or LiteLLM's generic_api logger."""
+def config(
+    callbacks: Sequence[str] = (CALLBACK,), generic_api: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A proxy config (JSON is YAML) of the mock deployments, logging through `callbacks`
+    (our Kafka callback) and/or LiteLLM's generic_api logger."""
     found: dict[str, Any] = {
         "model_list": [
             {"model_name": name, "litellm_params": {**params, "api_key": "sk-mock"}}
@@ -73,10 +93,9 @@ def config(callbacks: bool = True, generic_api: Mapping[str, Any] | None = None)
         "litellm_settings": {"num_retries": 0, "request_timeout": 30},
         "general_settings": {},
     }
-    if callbacks:
-        found["litellm_settings"]["callbacks"] = "pipeline.gateways.litellm_callback.handler"
+    found["litellm_settings"]["callbacks"] = list(callbacks)
     if generic_api is not None:
-        found["litellm_settings"]["callbacks"] = ["usage_pipeline"]
+        found["litellm_settings"]["callbacks"].append("usage_pipeline")
         found["callback_settings"] = {"usage_pipeline": {"callback_type": "generic_api",
                                                          **generic_api}}  # fmt: skip
     return found

@@ -1,7 +1,8 @@
 """LiteLLM's own proxy (1.108.7, from PyPI) bills through us with config only (issue 13):
 an OpenAI client calls the proxy's mock deployments; our Kafka callback, named in its
 config.yaml, publishes each call; the worker books it for the user linked to the caller;
-and our price of each call equals the cost LiteLLM reports for it.
+and our price of each call equals the cost LiteLLM reports for it. A second copy of the
+callback publishes every call again (LiteLLM may log a success twice): each books once.
 
 The proxy runs in a venv of its own (`litellm_proxy.installed`, a few minutes the first
 time on a machine), as a user runs it.
@@ -9,6 +10,7 @@ time on a machine), as a user runs it.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -23,6 +25,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.core.pricing import VENDOR_COST_EXPONENT
+from pipeline.gateways.spool import Spool
 from pipeline.ops.devstack.stack import restart_kafka
 from tests.conftest import TestStack
 from tests.integration import litellm_proxy
@@ -102,9 +105,11 @@ def books(
         link(db, end_user(harness, name), user)
     workdir = tmp_path_factory.mktemp("litellm")
     spool = workdir / "spool.jsonl"
+    (workdir / "twice.py").write_text(litellm_proxy.SECOND_CALLBACK)
+    twice = litellm_proxy.config(callbacks=(litellm_proxy.CALLBACK, "twice.handler"))
     harness.start_worker(workdir)
     try:
-        proxy = litellm_proxy.start(command, workdir, litellm_proxy.config(), {
+        proxy = litellm_proxy.start(command, workdir, twice, {
             "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
             "USAGE_TOPIC": harness.usage_topic, "DLQ_TOPIC": harness.dlq_topic,
             "TOPIC_PARTITIONS": str(PARTITIONS), "LITELLM_USER_SOURCE": "end_user",
@@ -150,9 +155,14 @@ def test_each_call_is_booked_for_its_linked_user_at_litellms_own_cost(books: Boo
     assert headers["cached"] == Decimal("0.00362500")  # 500 + 1500 cached input, 50 output
     assert alice[2][5] == 0  # a failed call costs nothing
 
-    [dead] = wait_for(books.harness.dead_letters, 30, "eve's call dead-lettered")
-    assert dead.reason == "unknown_user" and repr(end_user(books.harness, "eve")) in dead.detail
-    assert b'"messages"' not in (dead.value or b"")  # the prompt stays with the proxy
+    # Both callbacks published every call: each booked once all the same.
+    published = [json.loads(r.value or b"") for r in books.harness.read(books.harness.usage_topic)]
+    assert sum(len(v) if isinstance(v, list) else 1 for v in published) == 2 * 6
+    dead = wait_for(lambda: len(books.harness.dead_letters()) == 2 and books.harness.dead_letters(),
+                    30, "eve's call dead-lettered by each callback")  # fmt: skip
+    assert {d.reason for d in dead} == {"unknown_user"}
+    assert all(repr(end_user(books.harness, "eve")) in d.detail for d in dead)
+    assert not any(b'"messages"' in (d.value or b"") for d in dead)  # the prompt stays put
 
 
 def test_calls_during_a_kafka_outage_are_spooled_and_booked_once_it_is_back(
@@ -163,12 +173,13 @@ def test_calls_during_a_kafka_outage_are_spooled_and_booked_once_it_is_back(
 
     def while_down() -> None:
         costs.extend(books.call("alice", "gpt-4o-mini") for _ in range(3))  # answered anyway
-        wait_for(lambda: books.spool.is_file() and len(books.spool.read_text().splitlines()) == 3,
-                 60, "the three calls spooled")  # fmt: skip
+        for spool in (books.spool, books.spool.with_suffix(".second")):  # each callback's
+            wait_for(lambda s=spool: s.is_file() and len(s.read_text().splitlines()) == 3,
+                     60, f"the three calls spooled to {spool.name}")  # fmt: skip
 
     restart_kafka(stack.settings, while_down)
     wait_for(lambda: len(books.ledger("alice")) == before + 3, 90, "the spooled calls booked")
-    wait_for(lambda: not books.spool.exists(), 30, "the spool emptied")
+    wait_for(lambda: not Spool(books.spool).pending(), 30, "the spool replayed")
     assert [row[5] for row in books.ledger("alice")[before:]] == costs
     assert "records spooled to" in books.proxy.log_text()
     assert "replayed 3 spooled records" in books.proxy.log_text()
@@ -188,7 +199,7 @@ def test_generic_api_batches_are_ingested_by_the_gateway_api_and_booked(
         url, ingest = start_api(api.db, api.api_db, api.harness, workdir / "api.log",
                                 LITELLM_USER_SOURCE="end_user")  # fmt: skip
         running.callback(stop, ingest)
-        proxy_config = litellm_proxy.config(callbacks=False, generic_api={
+        proxy_config = litellm_proxy.config(callbacks=(), generic_api={
             "endpoint": f"{url}/v1/ingest/litellm", "log_format": "json_array",
             "headers": {"Authorization": f"Bearer {api.tokens['ingest']}"},
         })  # fmt: skip

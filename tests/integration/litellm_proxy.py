@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tomllib
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,10 @@ from pipeline.ops.devstack.waiting import wait_until
 from pipeline.ops.worker_process import stop_worker
 
 REPO = Path(__file__).resolve().parents[2]
-VERSION = "1.108.7"
+PIN = next(d for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+    "optional-dependencies"]["litellm"] if d.startswith("litellm=="))  # fmt: skip
+"""Our `litellm` extra's pin, e.g. litellm==1.108.7: the proxy installed is that release's."""
+VERSION = PIN.removeprefix("litellm==")
 VENV = REPO / ".state" / f"litellm-{VERSION}"
 START_SECONDS = 120.0
 CALLBACK = "pipeline.gateways.litellm_callback.handler"
@@ -72,7 +76,7 @@ def installed() -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
     subprocess.run(
         [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", f"litellm[proxy]=={VERSION}", "-e", f"{REPO}[litellm]"],
+         "--disable-pip-version-check", PIN.replace("litellm", "litellm[proxy]", 1), "-e", f"{REPO}[litellm]"],
         check=True, env=os.environ | {"PIP_ROOT_USER_ACTION": "ignore"},
     )  # fmt: skip
     done.write_text(wanted)

@@ -60,6 +60,7 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
         stream_wait_empty=False,
         broker_session_timeout=settings.broker_session_timeout,
         broker_heartbeat_interval=settings.broker_heartbeat_interval,
+        consumer_group_instance_id=settings.worker_instance_id,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         # Faust's default 1 MiB per partition per fetch caps a worker near 4.7k events/s

@@ -99,6 +99,7 @@ def test_the_password_is_in_no_repr_or_settings_dump() -> None:
             "KAFKA_SSL_CAFILE",
         ),
         ({"KAFKA_SSL_KEYFILE": "/key.pem"}, "KAFKA_SSL_CERTFILE"),
+        ({"BROKER_SESSION_TIMEOUT": 6, "BROKER_HEARTBEAT_INTERVAL": 3}, "BROKER_HEARTBEAT_INTERVAL=3"),
     ],
 )  # fmt: skip
 def test_settings_that_do_not_fit_together_are_refused(over: dict[str, object], named: str) -> None:

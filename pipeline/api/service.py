@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -63,14 +63,15 @@ class ApiMetrics:
 
 
 METRICS = web.AppKey("metrics", ApiMetrics)
+ACCOUNTS = web.AppKey("accounts", accounts.AccountReader)
 
 
 @contextlib.asynccontextmanager
-async def connection(request: web.Request) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+async def connection(app: web.Application) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pool connection for one query; a database that is away is a 503."""
-    metrics = request.app[METRICS]
+    metrics = app[METRICS]
     try:
-        async with request.app[POOL].connection(timeout=POOL_WAIT_SECONDS) as conn:
+        async with app[POOL].connection(timeout=POOL_WAIT_SECONDS) as conn:
             metrics.in_use += 1
             metrics.max_in_use = max(metrics.max_in_use, metrics.in_use)
             try:
@@ -140,8 +141,7 @@ def _date(request: web.Request, name: str) -> date:
 
 
 async def _account(request: web.Request, user: UUID) -> accounts.Account:
-    async with connection(request) as conn:
-        found = await accounts.account(conn, user)
+    found = await request.app[ACCOUNTS].account(user)
     if found is None:
         raise Problem("unknown-user", f"no user {user}")
     return found
@@ -157,7 +157,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     down = []
     try:
-        async with connection(request) as conn:
+        async with connection(request.app) as conn:
             await conn.execute("SELECT 1")
     except Problem:
         down.append("postgresql")
@@ -261,7 +261,7 @@ async def get_usage(request: web.Request) -> web.Response:
     if end < start or (end - start).days >= MAX_USAGE_DAYS:
         raise Problem("bad-request", f"from..to must be 1 to {MAX_USAGE_DAYS} days, in order")
     await _account(request, user)
-    async with connection(request) as conn:
+    async with connection(request.app) as conn:
         days = await accounts.usage(conn, user, start, end)
     return web.json_response({"user_id": str(user), "from": start.isoformat(),
                               "to": end.isoformat(), "days": days})  # fmt: skip
@@ -297,6 +297,12 @@ def create_api(settings: Settings, database_url: str, kafka: KafkaAccess) -> web
         middlewares=[metrics_middleware, problems_middleware, auth.middleware(KeyCache(pool))],
     )
     app[SETTINGS], app[POOL], app[PUBLISHER], app[METRICS] = settings, pool, publisher, ApiMetrics()
+
+    async def read_accounts(users: Sequence[UUID]) -> dict[UUID, accounts.Account]:
+        async with connection(app) as conn:
+            return await accounts.accounts(conn, users)
+
+    app[ACCOUNTS] = accounts.AccountReader(read_accounts, settings.api_db_pool_size)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
 

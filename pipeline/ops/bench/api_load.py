@@ -12,7 +12,10 @@ and two appends.
 
 - checks: closed loop. `connections` clients each send their next request when the last
   one is answered (after `think_ms`), alternating balance and entitlement checks of random
-  users, for `seconds`. Latency: from the send to the whole answer read.
+  users, for `seconds`. Latency: from the send to the whole answer read. Each client
+  starts at a random moment of its first think time, so the checks arrive spread out as
+  gateways' do; started together, the clients kept sending in waves of all 1,000 at once,
+  which timed a burst rather than 1,000 gateways (the figures before 2026-12-02 17:50).
 - ingest: open loop. Body k leaves at start + k / rate whatever the answers, so a slow
   answer cannot lower the offered rate; latency runs from that scheduled time, so a stall
   anywhere (this process included) shows instead of hiding (coordinated omission).
@@ -145,6 +148,7 @@ async def _checks(session: aiohttp.ClientSession, plan: LoadPlan, samples: Sampl
     async def client(index: int) -> None:
         rng = random.Random(plan.seed * 1_000_003 + index)
         route, users = index % 2, len(plan.users)
+        await asyncio.sleep(rng.uniform(0, think))
         while (sent := time.perf_counter()) < deadline:
             answer = await _answer(session.get(urls[route][rng.randrange(users)]),
                                    failed[route])  # fmt: skip

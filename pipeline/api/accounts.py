@@ -96,6 +96,11 @@ class AccountReader:
         self._waiting: list[tuple[UUID, asyncio.Future[Account | None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def waiting(self) -> int:
+        """Lookups waiting for a free connection's query."""
+        return len(self._waiting)
+
     async def account(self, user: UUID) -> Account | None:
         """The account of `user`, or None if there is no such user."""
         found: asyncio.Future[Account | None] = asyncio.get_running_loop().create_future()

@@ -68,42 +68,29 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.credits = Counter(
-            name("credits_deducted"),
-            "Credits deducted, by provider and model.",
-            ["provider_id", "model"],
-            registry=r,
+
+        def by_model(short: str, documentation: str) -> Counter:
+            return Counter(name(short), documentation, ["provider_id", "model"], registry=r)
+
+        self.credits = by_model("credits_deducted", "Credits deducted, by provider and model.")
+        self.vendor_cost = by_model(
+            "vendor_cost_usd", "Vendor cost of booked usage in USD, by provider and model."
         )
-        self.vendor_cost = Counter(
-            name("vendor_cost_usd"),
-            "Vendor cost of booked usage in USD, by provider and model.",
-            ["provider_id", "model"],
-            registry=r,
+        self.billed = by_model(
+            "billed_usd", "USD value of the credits charged, by provider and model."
         )
-        self.billed = Counter(
-            name("billed_usd"),
-            "USD value of the credits charged, by provider and model.",
-            ["provider_id", "model"],
-            registry=r,
-        )
-        self.gateway_cost = Counter(
-            name("gateway_cost_usd"),
+        self.gateway_cost = by_model(
+            "gateway_cost_usd",
             "The cost gateways reported for booked requests (LiteLLM's response_cost), "
             "by provider and model; compare with gateway_costed_vendor_cost_usd.",
-            ["provider_id", "model"],
-            registry=r,
         )
-        self.gateway_costed_vendor_cost = Counter(
-            name("gateway_costed_vendor_cost_usd"),
+        self.gateway_costed_vendor_cost = by_model(
+            "gateway_costed_vendor_cost_usd",
             "Our vendor cost of the booked requests that carry a gateway's cost.",
-            ["provider_id", "model"],
-            registry=r,
         )
-        self.gateway_cost_mismatches = Counter(
-            name("gateway_cost_mismatches"),
+        self.gateway_cost_mismatches = by_model(
+            "gateway_cost_mismatches",
             "Booked requests whose gateway cost, to 8 decimals, is not our vendor cost.",
-            ["provider_id", "model"],
-            registry=r,
         )
         self.batch_size = Histogram(
             name("batch_size_events"),

@@ -158,8 +158,12 @@ def test_each_call_is_booked_for_its_linked_user_at_litellms_own_cost(books: Boo
     # Both callbacks published every call: each booked once all the same.
     published = [json.loads(r.value or b"") for r in books.harness.read(books.harness.usage_topic)]
     assert sum(len(v) if isinstance(v, list) else 1 for v in published) == 2 * 6
-    dead = wait_for(lambda: len(books.harness.dead_letters()) == 2 and books.harness.dead_letters(),
-                    30, "eve's call dead-lettered by each callback")  # fmt: skip
+
+    def both_dead_letters() -> list[Any]:
+        found = books.harness.dead_letters()
+        return found if len(found) == 2 else []
+
+    dead = wait_for(both_dead_letters, 30, "eve's call dead-lettered by each callback")
     assert {d.reason for d in dead} == {"unknown_user"}
     assert all(repr(end_user(books.harness, "eve")) in d.detail for d in dead)
     assert not any(b'"messages"' in (d.value or b"") for d in dead)  # the prompt stays put

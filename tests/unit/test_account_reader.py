@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
 from pipeline.api.accounts import Account, AccountReader
 
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
+DEADLINE_SECONDS = 5.0
 USERS = [uuid.uuid4() for _ in range(6)]
 
 
@@ -31,14 +32,21 @@ class Books:
         return {u: Account(u, i, None, NOW) for i, u in enumerate(USERS[:-1]) if u in users}
 
 
+async def until(holds: Callable[[], bool]) -> None:
+    """Let the loop run until `holds()`, failing after DEADLINE_SECONDS."""
+    async with asyncio.timeout(DEADLINE_SECONDS):
+        while not holds():
+            await asyncio.sleep(0.001)
+
+
 def test_lookups_arriving_while_the_connections_are_busy_share_the_next_query() -> None:
     async def scenario() -> tuple[list[Account | None], list[list[UUID]]]:
         books = Books()
         reader = AccountReader(books.read, in_flight=1)
         first = asyncio.ensure_future(reader.account(USERS[0]))
-        await asyncio.sleep(0)  # the first query is in flight
+        await until(lambda: len(books.reads) == 1)  # the first query is in flight
         rest = [asyncio.ensure_future(reader.account(u)) for u in [*USERS, USERS[1]]]
-        await asyncio.sleep(0)
+        await until(lambda: reader.waiting == len(rest))
         books.go.set()
         return await asyncio.gather(first, *rest), books.reads
 
@@ -53,7 +61,7 @@ def test_a_failed_query_fails_every_lookup_it_was_answering() -> None:
         books.fail = RuntimeError("PostgreSQL went away")
         reader = AccountReader(books.read, in_flight=2)
         lookups = [asyncio.ensure_future(reader.account(u)) for u in USERS[:3]]
-        await asyncio.sleep(0)
+        await until(lambda: len(books.reads) == 2 and reader.waiting == 1)
         books.go.set()
         return await asyncio.gather(*lookups, return_exceptions=True)
 

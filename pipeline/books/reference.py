@@ -20,6 +20,7 @@ from uuid import UUID
 import psycopg
 
 from pipeline.core.pricing import MarginConfig, MarginResolver, Price
+from pipeline.core.tariff import rates_of
 
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
@@ -56,10 +57,17 @@ class ReferenceCache:
 
 # The reference rows' SQL, shared with the chaos drill's snapshot (`ops.chaos.edges`).
 PROVIDERS_SQL = "SELECT id, name, api_type FROM providers WHERE is_enabled"
-PRICES_SQL = """
-    SELECT provider_id, model_name, input_price_per_1k, output_price_per_1k,
-           cache_input_price_per_1k, cache_hit_price_per_1k, effective_from, effective_until
-    FROM model_provider_pricing WHERE is_active
+COMPONENTS_OF_P = """
+    (SELECT array_agg(ARRAY[c.component, c.service_tier, c.above_tokens::text,
+                            c.usd_per_unit::text])
+     FROM model_price_components c WHERE c.pricing_id = p.id)
+"""
+"""The components of price row `p`, as text arrays for `tariff.rates_of` (exact)."""
+PRICES_SQL = f"""
+    SELECT p.provider_id, p.model_name, p.input_price_per_1k, p.output_price_per_1k,
+           p.cache_input_price_per_1k, p.cache_hit_price_per_1k, p.effective_from,
+           p.effective_until, {COMPONENTS_OF_P}
+    FROM model_provider_pricing p WHERE p.is_active
 """
 MARGINS_SQL = """
     SELECT id, scope_type, subscription_tier::text, provider_id, model_id,
@@ -82,7 +90,9 @@ def prices_by_model(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[UUID, str], l
     """PRICES_SQL rows -> their prices by (provider id, model name)."""
     prices: dict[tuple[UUID, str], list[Price]] = defaultdict(list)
     for r in rows:
-        prices[(r[0], r[1])].append(Price(*r))
+        prices[(r[0], r[1])].append(
+            Price(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], rates_of(r[8] or ()))
+        )
     return dict(prices)
 
 

@@ -233,7 +233,7 @@ _USAGE_COLUMNS = ", ".join(UsageRow._fields)
 _USAGE_TYPES = (
     "uuid", "uuid", "uuid", "varchar", "uuid", "int4", "int4", "int4", "int4", "numeric",
     "numeric", "numeric", "int4", "varchar", "int4", "timestamptz", "timestamptz", "int4",
-    "varchar", "text", "bool", "varchar", "varchar", "uuid", "bytea", "numeric",
+    "varchar", "text", "bool", "varchar", "varchar", "uuid", "bytea", "numeric", "jsonb",
 )  # fmt: skip
 
 

@@ -14,10 +14,12 @@ import click
 import psycopg
 
 from pipeline.cli.ledger_commands import credits
+from pipeline.core.tariff import Rate
 from pipeline.errors import PipelineError
 from pipeline.money import margins as margin_configs
 from pipeline.money import movements, prices
 from pipeline.money import report as reports
+from pipeline.money.catalog import PriceError
 from pipeline.settings import Settings, database_url
 
 
@@ -99,6 +101,15 @@ def _fmt_change(change: prices.PriceChange) -> str:
 # prices
 
 
+def _components(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[Rate, ...]:
+    try:
+        return tuple(prices.parse_component(v) for v in values)
+    except PriceError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.group(name="prices")
 def prices_group() -> None:
     """Vendor prices per 1,000 tokens, effective-dated."""
@@ -111,6 +122,10 @@ def prices_group() -> None:
 @click.option("--output", "output_price", type=DECIMAL, required=True, help="USD per 1k output.")
 @click.option("--cache-input", type=DECIMAL, default=None, help="USD per 1k cache writes.")
 @click.option("--cache-hit", type=DECIMAL, default=None, help="USD per 1k cached input.")
+@click.option(
+    "--component", "components", multiple=True, callback=_components,
+    help=f"An exact price beyond the four above (repeatable): {prices.COMPONENT_SPEC_HELP}.",
+)  # fmt: skip
 @click.option("--effective-from", type=TIMESTAMP, required=True)
 @click.pass_obj
 def set_price_command(
@@ -121,13 +136,20 @@ def set_price_command(
     output_price: Decimal,
     cache_input: Decimal | None,
     cache_hit: Decimal | None,
+    components: tuple[Rate, ...],
     effective_from: datetime,
 ) -> None:
-    """Make MODEL of PROVIDER cost the given prices from --effective-from on."""
+    """Make MODEL of PROVIDER cost the given prices from --effective-from on.
+
+    Components are the prices the four columns cannot hold: a long-prompt tier
+    (`input>200000=0.006`: prompts of more than 200,000 tokens), a service tier
+    (`output:priority=0.02`; tiers standard, batch, flex, priority), cache_write_1h,
+    reasoning, audio_input, audio_output, image_input, web_search, request.
+    """
     with connect(settings) as conn:
         change = prices.set_price(
             conn, provider, model, input_price, output_price, cache_input, cache_hit,
-            effective_from,
+            effective_from, components,
         )  # fmt: skip
     if not change.applied:
         click.echo(f"{provider} {model}: unchanged (that price is already in effect)")

@@ -28,6 +28,7 @@ from pipeline.core.pricing import (
     Price,
     price_event,
 )
+from pipeline.core.tariff import Breakdown
 from pipeline.errors import Reason
 
 BYOK_TIER = "perpetual"
@@ -88,6 +89,7 @@ class UsageRow(NamedTuple):
     deduction_record_id: UUID | None
     event_fingerprint: bytes
     gateway_cost_usd: Decimal | None = None
+    price_breakdown: Breakdown | None = None
 
     @property
     def usage_date(self) -> date:
@@ -270,6 +272,7 @@ def _usage_row(
         deduction_record_id=deduction_id,
         event_fingerprint=fingerprint,
         gateway_cost_usd=event.gateway_cost_usd,
+        price_breakdown=price.breakdown,
     )
 
 

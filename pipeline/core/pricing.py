@@ -7,16 +7,16 @@ Pure functions over reference rows loaded by the caller. Money is `Decimal` thro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import NamedTuple
 from uuid import UUID
 
 from pipeline.core.events import Rejection, UsageEvent
+from pipeline.core.tariff import Breakdown, Rate, Tariff, Tier, Usage, breakdown
 from pipeline.errors import Reason
 
-PER_TOKENS = Decimal(1000)
 VENDOR_COST_EXPONENT = Decimal("0.00000001")  # NUMERIC(10,8) of token_usage_ledger.vendor_cost
 MAX_VENDOR_COST = Decimal("99.99999999")
 SCOPE_RANK = {"combination": 4, "model": 3, "provider": 2, "tier": 1}
@@ -24,7 +24,8 @@ SCOPE_RANK = {"combination": 4, "model": 3, "provider": 2, "tier": 1}
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """One row of `model_provider_pricing` (prices per 1,000 tokens)."""
+    """One row of `model_provider_pricing` (the seed's prices per 1,000 tokens) with its
+    components (`model_price_components`), which refine and extend them."""
 
     provider_id: UUID
     model_name: str
@@ -34,6 +35,15 @@ class Price:
     cache_hit_per_1k: Decimal | None
     effective_from: datetime
     effective_until: datetime | None
+    components: tuple[Rate, ...] = ()
+    tariff: Tariff = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tariff = Tariff.of(
+            self.input_per_1k, self.output_per_1k, self.cache_input_per_1k,
+            self.cache_hit_per_1k, self.components,
+        )  # fmt: skip
+        object.__setattr__(self, "tariff", tariff)
 
     def in_effect(self, at: datetime) -> bool:
         return self.effective_from <= at and (
@@ -72,13 +82,6 @@ class MarginConfig:
         return bool(set_fields) and all(mine == theirs for mine, theirs in set_fields)
 
 
-class TokenCounts(NamedTuple):
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int
-    cache_write_tokens: int
-
-
 class Charge(NamedTuple):
     """What one request costs us and what it costs the user."""
 
@@ -86,6 +89,9 @@ class Charge(NamedTuple):
     margin_multiplier: Decimal
     credits: int
     credit_value_usd: Decimal
+    breakdown: Breakdown | None = None
+    """What the vendor cost was made of (`tariff.breakdown`), unless the standard tier's
+    base prices explain it."""
 
 
 def price_in_effect(prices: list[Price], at: datetime) -> Price | None:
@@ -144,25 +150,45 @@ def _first_in_effect(ranked: list[MarginConfig], at: datetime) -> MarginConfig |
     return None
 
 
-def vendor_cost(tokens: TokenCounts, price: Price) -> Decimal:
-    """USD cost at the vendor, rounded half-even to the ledger's 8 decimals.
+class VendorCost(NamedTuple):
+    usd: Decimal
+    """Rounded half-even to the ledger's 8 decimals."""
+    breakdown: Breakdown | None
 
-    Uncached input at the input price, cache hits at the cache-hit price, cache writes at
-    the cache-input price (input price when a cache price is unset), output at the output
-    price.
+
+def vendor_cost(usage: Usage, price: Price) -> VendorCost:
+    """USD cost at the vendor (`pipeline.core.tariff` has the rules).
+
+    A plain request (standard tier, the seed's four counts, a prompt below the model's
+    long-context thresholds, no request fee) is priced directly from the base prices, and
+    needs no breakdown: uncached input at the input price, cache hits at the cache-read price, cache
+    writes at the cache-write price, output at the output price.
     """
-    uncached = tokens.input_tokens - tokens.cached_input_tokens - tokens.cache_write_tokens
-    hit_price = price.cache_hit_per_1k if price.cache_hit_per_1k is not None else price.input_per_1k
-    write_price = (
-        price.cache_input_per_1k if price.cache_input_per_1k is not None else price.input_per_1k
+    tariff = price.tariff
+    if usage.input_tokens <= tariff.plain_limit and usage.plain:
+        input_usd, output_usd, read_usd, write_usd = tariff.base
+        uncached = usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens
+        exact = uncached * input_usd + usage.output_tokens * output_usd
+        if usage.cached_input_tokens:
+            exact += usage.cached_input_tokens * read_usd
+        if usage.cache_write_tokens:
+            exact += usage.cache_write_tokens * write_usd
+        return VendorCost(exact.quantize(VENDOR_COST_EXPONENT, rounding=ROUND_HALF_EVEN), None)
+    lines = tariff.lines(usage)
+    exact = sum((line.usd for line in lines), Decimal(0))
+    return VendorCost(
+        exact.quantize(VENDOR_COST_EXPONENT, rounding=ROUND_HALF_EVEN),
+        breakdown(usage, lines, exact),
     )
-    exact = uncached * price.input_per_1k + tokens.output_tokens * price.output_per_1k
-    if tokens.cached_input_tokens:
-        exact += tokens.cached_input_tokens * hit_price
-    if tokens.cache_write_tokens:
-        exact += tokens.cache_write_tokens * write_price
-    exact /= PER_TOKENS
-    return exact.quantize(VENDOR_COST_EXPONENT, rounding=ROUND_HALF_EVEN)
+
+
+def usage_of(event: UsageEvent) -> Usage:
+    return Usage(
+        event.input_tokens, event.output_tokens, event.cached_input_tokens,
+        event.cache_write_tokens, event.cache_write_1h_tokens, event.reasoning_tokens,
+        event.audio_input_tokens, event.image_input_tokens, event.audio_output_tokens,
+        event.web_search_requests, Tier(event.service_tier),
+    )  # fmt: skip
 
 
 def credits_for(cost: Decimal, multiplier: Decimal, usd_per_credit: Decimal) -> int:
@@ -172,16 +198,15 @@ def credits_for(cost: Decimal, multiplier: Decimal, usd_per_credit: Decimal) -> 
     return int((cost * multiplier / usd_per_credit).to_integral_value(rounding=ROUND_CEILING))
 
 
-def charge(
-    tokens: TokenCounts, price: Price, multiplier: Decimal, usd_per_credit: Decimal
-) -> Charge:
-    cost = vendor_cost(tokens, price)
-    credits = credits_for(cost, multiplier, usd_per_credit)
+def charge(usage: Usage, price: Price, multiplier: Decimal, usd_per_credit: Decimal) -> Charge:
+    cost = vendor_cost(usage, price)
+    credits = credits_for(cost.usd, multiplier, usd_per_credit)
     return Charge(
-        vendor_cost=cost,
+        vendor_cost=cost.usd,
         margin_multiplier=multiplier,
         credits=credits,
         credit_value_usd=credits * usd_per_credit,
+        breakdown=cost.breakdown,
     )
 
 
@@ -213,10 +238,7 @@ def price_event(
             f"no approved margin for tier {tier}, {event.provider}/{event.model} "
             f"at {at.isoformat()}",
         )
-    tokens = TokenCounts(
-        event.input_tokens, event.output_tokens, event.cached_input_tokens, event.cache_write_tokens
-    )
-    cost = charge(tokens, price, margin.multiplier, usd_per_credit)
+    cost = charge(usage_of(event), price, margin.multiplier, usd_per_credit)
     if cost.vendor_cost > MAX_VENDOR_COST or cost.credit_value_usd > MAX_VENDOR_COST:
         return Rejection(
             Reason.COST_OUT_OF_RANGE,

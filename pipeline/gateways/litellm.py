@@ -13,7 +13,16 @@ hand out, one per model call) mapped to a contract event: pure, never raises.
   find the prices imported from its own price map.
 - tokens: LiteLLM's usage object, in its own semantics: `prompt_tokens` counts every
   prompt token, cache hits (`prompt_tokens_details.cached_tokens`) and cache writes
-  (`cache_creation_input_tokens`) included, as contract v1's `input_tokens` does.
+  (`cache_creation_input_tokens`) included, as contract v1's `input_tokens` does. Its
+  details are contract v1.4's counts, sent only when not zero (so a plain call stays a
+  v1.3 event): OpenAI's audio, image and reasoning details (`openai_details`), one-hour
+  cache writes (`prompt_tokens_details.cache_creation_token_details`, LiteLLM's copy of
+  Anthropic's `cache_creation`), web-search queries (`server_tool_use`, or
+  `prompt_tokens_details.web_search_requests` for Gemini's grounding).
+- service tier: the one the provider reports (`response.service_tier`, else the usage
+  object's, as LiteLLM reads it), else the one LiteLLM priced the call on
+  (`cost_breakdown.service_tier`, its reading of the tier the call asked for); standard
+  when none says, a tier the contract does not know (`scale`, LiteLLM's `fast`) refused.
 - times: `startTime`/`endTime` (epoch seconds); status: success, or error with its message.
 - LiteLLM's own `response_cost` rides along as `gateway_cost_usd` (contract v1.3), a hint
   the books keep next to our price and never bill from.
@@ -29,7 +38,16 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid5
 
-from pipeline.core.events import GATEWAY_COST_LIMIT, Rejection, gateway_alias
+from pipeline.core.events import (
+    GATEWAY_COST_LIMIT,
+    Rejection,
+    ServiceTier,
+    count_in,
+    gateway_alias,
+    object_in,
+    openai_details,
+    service_tier_of,
+)
 from pipeline.errors import Reason
 from pipeline.money.catalog import model_name_for, provider_for
 
@@ -104,6 +122,10 @@ def to_event(payload: Any, billed: BilledUser) -> dict[str, Any] | Rejection:
         started, completed = _time(payload["startTime"]), _time(payload["endTime"])
     except (KeyError, TypeError, ValueError, OverflowError, OSError):
         return Rejection(Reason.SCHEMA_VIOLATION, f"call {call_id}: startTime/endTime unreadable")
+    try:
+        counts = tokens(payload)
+    except ValueError as exc:
+        return Rejection(Reason.SCHEMA_VIOLATION, f"call {call_id}: {exc}")
     failed = status == "failure"
     error = payload.get("error_str") or (payload.get("error_information") or {}).get(
         "error_message"
@@ -114,7 +136,7 @@ def to_event(payload: Any, billed: BilledUser) -> dict[str, Any] | Rejection:
         "gateway_user": {"gateway": GATEWAY, "id": external},
         "provider": provider_for(provider).api_type,
         "model": model_name_for(model, provider),
-        **tokens(payload),
+        **counts,
         "request_type": _request_type(payload.get("call_type")),
         "started_at": started.isoformat(),
         "completed_at": max(started, completed).isoformat(),
@@ -137,9 +159,10 @@ def _cost_hint(cost: Any) -> dict[str, str]:
 
 
 def tokens(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The contract's four token counts from LiteLLM's usage object (in the metadata, or
-    the response's), else its top-level counts. Counts are passed on as found: the
-    contract's validation refuses what is not a count."""
+    """The contract's token counts and service tier from LiteLLM's usage object (in the
+    metadata, or the response's), else its top-level counts. The four v1 counts are passed
+    on as found (the contract's validation refuses what is not a count); a v1.4 detail
+    that is not a count raises ValueError."""
     metadata = payload.get("metadata") or {}
     response = payload.get("response")
     usage = (metadata.get("usage_object") if isinstance(metadata, Mapping) else None) or (
@@ -151,7 +174,7 @@ def tokens(payload: Mapping[str, Any]) -> dict[str, Any]:
     details = usage.get("prompt_tokens_details") or {}
     if not isinstance(details, Mapping):
         details = {}
-    return {
+    counts = {
         "input_tokens": usage.get("prompt_tokens") or 0,
         "output_tokens": usage.get("completion_tokens") or 0,
         "cached_input_tokens": details.get("cached_tokens")
@@ -162,6 +185,45 @@ def tokens(payload: Mapping[str, Any]) -> dict[str, Any]:
         or details.get("cache_creation_tokens")
         or 0,
     }
+    extra = {**openai_details(usage), **_litellm_details(usage)}
+    tier = _service_tier(payload, response, usage)
+    return (
+        counts
+        | {name: count for name, count in extra.items() if count}
+        | ({"service_tier": tier.value} if tier is not ServiceTier.STANDARD else {})
+    )
+
+
+def _litellm_details(usage: Mapping[str, Any]) -> dict[str, int]:
+    """The v1.4 counts LiteLLM's usage object keeps where OpenAI's has none."""
+    where = "usage.prompt_tokens_details"
+    details = object_in(usage, "prompt_tokens_details", "usage")
+    creation = object_in(details, "cache_creation_token_details", where)
+    tools = object_in(usage, "server_tool_use", "usage")
+    return {
+        "cache_write_1h_tokens": count_in(
+            creation, "ephemeral_1h_input_tokens", f"{where}.cache_creation_token_details"
+        ),
+        "web_search_requests": count_in(tools, "web_search_requests", "usage.server_tool_use")
+        or count_in(details, "web_search_requests", where),
+    }
+
+
+def _service_tier(
+    payload: Mapping[str, Any], response: Any, usage: Mapping[str, Any]
+) -> ServiceTier:
+    served = response.get("service_tier") if isinstance(response, Mapping) else None
+    breakdown = payload.get("cost_breakdown")
+    priced = breakdown.get("service_tier") if isinstance(breakdown, Mapping) else None
+    for where, spelling in (
+        ("response.service_tier", served),
+        ("usage.service_tier", usage.get("service_tier")),
+        ("cost_breakdown.service_tier", priced),
+    ):
+        tier = service_tier_of(spelling, where)
+        if tier is not None:
+            return tier
+    return ServiceTier.STANDARD
 
 
 def _time(epoch_seconds: Any) -> datetime:

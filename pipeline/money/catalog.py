@@ -1,19 +1,24 @@
 """LiteLLM's model price map, parsed into our price rows (pure: no database).
 
-Only chat and completion models are kept; a price that NUMERIC(10,8) cannot hold exactly
-enough is skipped with its reason, never rounded into a different price.
+Only chat and completion models are kept. Each becomes the seed's four per-1k columns
+(rounded to their NUMERIC(10,8)) and its components at the catalog's full precision: every
+price the map gives for a count contract v1 knows, by service tier and prompt threshold
+(`COMPONENT_KEYS`; the key grammar is `<price>[_above_<N>[k]_tokens][_<tier>]`). Pricing
+uses the components, so a rounded column never moves a charge.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.tariff import Component, Rate, Tier
 from pipeline.errors import PipelineError
 
 
@@ -24,8 +29,34 @@ class PriceError(PipelineError):
 PER_1K = Decimal(1000)
 PRICE_EXPONENT = Decimal("0.00000001")  # NUMERIC(10,8) of model_provider_pricing
 MAX_PRICE = Decimal("99.99999999")
-MAX_ROUNDING_ERROR = Decimal("0.0001")
+MAX_COMPONENT = Decimal(1000)  # model_price_components.usd_per_unit < 1000
 CHAT_MODES = frozenset({"chat", "completion"})
+INCLUSIVE_THRESHOLDS = frozenset({"xai"})
+"""Providers whose long-prompt price starts at N tokens rather than above N (LiteLLM's
+`_INCLUSIVE_THRESHOLD_PROVIDERS`): stored as above N - 1."""
+
+COMPONENT_KEYS: Mapping[str, Component] = {
+    "input_cost_per_token": Component.INPUT,
+    "output_cost_per_token": Component.OUTPUT,
+    "cache_read_input_token_cost": Component.CACHE_READ,
+    "cache_creation_input_token_cost": Component.CACHE_WRITE,
+    "cache_creation_input_token_cost_above_1hr": Component.CACHE_WRITE_1H,
+    "output_cost_per_reasoning_token": Component.REASONING,
+    "input_cost_per_audio_token": Component.AUDIO_INPUT,
+    "output_cost_per_audio_token": Component.AUDIO_OUTPUT,
+    "input_cost_per_image_token": Component.IMAGE_INPUT,
+    "input_cost_per_request": Component.REQUEST,
+}
+TIER_SUFFIXES: Mapping[str, Tier] = {
+    "batches": Tier.BATCH, "flex": Tier.FLEX, "priority": Tier.PRIORITY,
+}  # fmt: skip
+_KEY = re.compile(
+    "^(?P<price>" + "|".join(sorted(map(re.escape, COMPONENT_KEYS), key=len, reverse=True))
+    + r")(?:_above_(?P<n>\d+)(?P<k>k?)_tokens)?(?:_(?P<tier>" + "|".join(TIER_SUFFIXES) + "))?$"
+)
+WEB_SEARCH_KEY = "search_context_cost_per_query"
+WEB_SEARCH_SIZE = "search_context_size_medium"
+"""LiteLLM bills a web search query at the medium context size unless told otherwise."""
 
 # LiteLLM provider -> (api_type, name) of the provider the seed creates for it.
 SEEDED_PROVIDERS: Mapping[str, tuple[str, str]] = {
@@ -45,6 +76,9 @@ class PriceRow:
     output_per_1k: Decimal
     cache_input_per_1k: Decimal | None = None
     cache_hit_per_1k: Decimal | None = None
+
+    components: tuple[Rate, ...] = ()
+    """Exact prices (`model_price_components`), in a canonical order."""
 
     def values(self) -> tuple[Decimal | None, ...]:
         return (self.input_per_1k, self.output_per_1k, self.cache_input_per_1k,
@@ -74,19 +108,57 @@ class Catalog:
     """Entries left out, by reason."""
 
 
-def per_1k(per_token: Any) -> Decimal | None:
-    """A catalog per-token price as USD per 1,000 tokens; None if absent or not a number."""
-    if isinstance(per_token, bool) or not isinstance(per_token, int | float | Decimal):
+def exact_price(value: Any) -> Decimal | None:
+    """A catalog price as the exact decimal written in the map; None if not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return None
-    return Decimal(str(per_token)) * PER_1K
+    return Decimal(str(value))
 
 
-def to_column(price: Decimal) -> Decimal | None:
-    """`price` rounded to NUMERIC(10,8), or None if rounding would change it materially."""
-    rounded = price.quantize(PRICE_EXPONENT, rounding=ROUND_HALF_EVEN)
-    if price == 0 or abs(rounded - price) < abs(price) * MAX_ROUNDING_ERROR:
-        return rounded
-    return None
+def components_of(spec: Mapping[str, Any], inclusive: bool) -> tuple[Rate, ...] | str:
+    """The components of one catalog entry, or why one is unusable."""
+    rates = []
+    for key, value in spec.items():
+        match = _KEY.match(key)
+        if match is None:
+            continue
+        usd = exact_price(value)
+        if usd is None:
+            continue
+        above = 0
+        if match["n"] is not None:
+            above = int(match["n"]) * (1000 if match["k"] else 1) - (1 if inclusive else 0)
+        tier = TIER_SUFFIXES[match["tier"]] if match["tier"] else Tier.STANDARD
+        rates.append(Rate(COMPONENT_KEYS[match["price"]], tier, above, usd))
+    search = spec.get(WEB_SEARCH_KEY)
+    if isinstance(search, Mapping) and (usd := exact_price(search.get(WEB_SEARCH_SIZE))):
+        rates.append(Rate(Component.WEB_SEARCH, Tier.STANDARD, 0, usd))
+    if any(not r.usd.is_finite() or r.usd < 0 for r in rates):
+        return "negative_price"
+    if any(r.usd >= MAX_COMPONENT for r in rates):
+        return "price_too_large"
+    return canonical(rates)
+
+
+def canonical(rates: Iterable[Rate]) -> tuple[Rate, ...]:
+    """Rates in one order, so two equal prices compare equal."""
+    return tuple(sorted(rates, key=lambda r: (r.component, r.tier, r.above_tokens)))
+
+
+def seed_column(rates: tuple[Rate, ...], component: Component) -> Decimal | str | None:
+    """The seed's per-1k column for a standard base component, rounded half-even to its
+    NUMERIC(10,8) (prices come from the exact component); None without one; a skip
+    reason if the column cannot hold it."""
+    usd = next(
+        (r.usd for r in rates
+         if r.component is component and r.tier is Tier.STANDARD and not r.above_tokens),
+        None,
+    )  # fmt: skip
+    if usd is None:
+        return None
+    if usd * PER_1K > MAX_PRICE:
+        return "price_too_large"
+    return (usd * PER_1K).quantize(PRICE_EXPONENT, rounding=ROUND_HALF_EVEN)
 
 
 def provider_for(litellm_provider: str) -> ProviderRef:
@@ -111,28 +183,24 @@ def parse_entry(key: str, spec: Any) -> CatalogEntry | str:
     provider = spec.get("litellm_provider")
     if not isinstance(provider, str) or not provider:
         return "no_provider"
-    exact = [
-        per_1k(spec.get(name))
-        for name in (
-            "input_cost_per_token", "output_cost_per_token",
-            "cache_creation_input_token_cost", "cache_read_input_token_cost",
-        )
-    ]  # fmt: skip
-    if exact[0] is None or exact[1] is None:
-        return "missing_price"
-    if any(p is not None and (not p.is_finite() or p < 0) for p in exact):
-        return "negative_price"
-    if any(p is not None and p > MAX_PRICE for p in exact):
-        return "price_too_large"
-    columns = [None if p is None else to_column(p) for p in exact]
-    if any(c is None and p is not None for c, p in zip(columns, exact, strict=True)):
-        return "price_too_precise"
+    rates = components_of(spec, provider in INCLUSIVE_THRESHOLDS)
+    if isinstance(rates, str):
+        return rates
+    columns = [
+        seed_column(rates, c)
+        for c in (Component.INPUT, Component.OUTPUT, Component.CACHE_WRITE, Component.CACHE_READ)
+    ]
+    problem = next((c for c in columns if isinstance(c, str)), None)
+    if problem is not None:
+        return problem
     input_price, output_price, cache_input, cache_hit = columns
-    assert input_price is not None and output_price is not None
-    price = PriceRow(input_price, output_price, cache_input, cache_hit)
+    if not isinstance(input_price, Decimal) or not isinstance(output_price, Decimal):
+        return "missing_price"
+    assert not isinstance(cache_input, str) and not isinstance(cache_hit, str)
     model = model_name_for(key, provider)
     if len(model) > 255 or len(key) > 255:
         return "name_too_long"
+    price = PriceRow(input_price, output_price, cache_input, cache_hit, rates)
     return CatalogEntry(provider_for(provider), model, key, price)
 
 

@@ -11,6 +11,7 @@ read and write PostgreSQL. The catalog itself is parsed in `pipeline.money.catal
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,12 +23,17 @@ from uuid import UUID
 
 import psycopg
 
+from pipeline.books.reference import COMPONENTS_OF_P
+from pipeline.core.tariff import FEES, Component, Rate, Tier, rates_of
 from pipeline.money.catalog import (
+    MAX_COMPONENT,
     MAX_PRICE,
+    PER_1K,
     PRICE_EXPONENT,
     PriceError,
     PriceRow,
     ProviderRef,
+    canonical,
     load_litellm,
 )
 
@@ -92,7 +98,8 @@ def change_between(previous: PriceRow | None, new: PriceRow) -> PriceChange:
 
 
 def price_problem(price: PriceRow) -> str | None:
-    """Why `price` cannot be stored as NUMERIC(10,8), or None if it can."""
+    """Why `price` cannot be stored (the seed's columns are NUMERIC(10,8) per 1k tokens; a
+    component is below 1000 USD per unit), or None if it can."""
     for value in price.values():
         if value is None:
             continue
@@ -102,6 +109,11 @@ def price_problem(price: PriceRow) -> str | None:
             return "price_too_large"
         if value != value.quantize(PRICE_EXPONENT):
             return "price_too_precise"
+    for rate in price.components:
+        if not rate.usd.is_finite() or rate.usd < 0:
+            return "negative_price"
+        if rate.usd >= MAX_COMPONENT:
+            return "price_too_large"
     return None
 
 
@@ -160,23 +172,27 @@ def _write_price(
 ) -> PriceChange:
     problem = price_problem(price)
     if problem is not None:
-        raise PriceError(f"{model}: {problem.replace('_', ' ')} (NUMERIC(10,8) per 1k tokens)")
+        raise PriceError(f"{model}: {problem.replace('_', ' ')}")
     # Serializes price changes of one model, also while it has no row to lock yet.
     cur.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"price:{provider_id}:{model}",)
     )
     cur.execute(
-        """
-        SELECT id, input_price_per_1k, output_price_per_1k, cache_input_price_per_1k,
-               cache_hit_price_per_1k, effective_from
-        FROM model_provider_pricing
-        WHERE provider_id = %s AND model_name = %s AND is_active
-        ORDER BY effective_from DESC LIMIT 1
+        f"""
+        SELECT p.id, p.input_price_per_1k, p.output_price_per_1k, p.cache_input_price_per_1k,
+               p.cache_hit_price_per_1k, p.effective_from, {COMPONENTS_OF_P}
+        FROM model_provider_pricing p
+        WHERE p.provider_id = %s AND p.model_name = %s AND p.is_active
+        ORDER BY p.effective_from DESC LIMIT 1
         """,
         (provider_id, model),
     )
     latest = cur.fetchone()
-    previous = PriceRow(*latest[1:5]) if latest is not None else None
+    previous = (
+        PriceRow(latest[1], latest[2], latest[3], latest[4], canonical(rates_of(latest[6] or ())))
+        if latest is not None
+        else None
+    )
     change = change_between(previous, price)
     if not change.applied:
         return change
@@ -198,6 +214,7 @@ def _write_price(
             previous_price_input, previous_price_output, price_change_percent_input,
             price_change_percent_output, detected_at)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)
+        RETURNING id
         """,
         (
             provider_id, model, vendor_model_id, *price.values(), effective_from,
@@ -206,7 +223,45 @@ def _write_price(
             change.change_percent_input, change.change_percent_output, previous is not None,
         ),
     )  # fmt: skip
+    row = cur.fetchone()
+    assert row is not None
+    if price.components:
+        cur.executemany(
+            """
+            INSERT INTO model_price_components
+                (pricing_id, component, service_tier, above_tokens, usd_per_unit)
+            VALUES (%s, %s, %s, %s, %s)
+            """,
+            [(row[0], r.component.value, r.tier.value, r.above_tokens, r.usd)
+             for r in price.components],
+        )  # fmt: skip
     return change
+
+
+_COMPONENT_SPEC = re.compile(
+    r"^(?P<component>[a-z_0-9]+)(?::(?P<tier>[a-z]+))?(?:>(?P<above>\d+))?=(?P<usd>[^=]+)$"
+)
+COMPONENT_SPEC_HELP = (
+    "COMPONENT[:TIER][>TOKENS]=USD, e.g. input>200000=0.006 or output:priority=0.02: USD "
+    "per 1k tokens (web_search: per query; request: per request)"
+)
+
+
+def parse_component(spec: str) -> Rate:
+    """One `prices set --component` value as a rate (USD per token, query or request)."""
+    match = _COMPONENT_SPEC.match(spec.strip())
+    if match is None:
+        raise PriceError(f"{spec!r} is not {COMPONENT_SPEC_HELP.split(',')[0]}")
+    try:
+        component = Component(match["component"])
+        tier = Tier(match["tier"] or Tier.STANDARD)
+        usd = Decimal(match["usd"])
+    except (ValueError, ArithmeticError) as exc:
+        raise PriceError(f"{spec!r}: {exc}") from exc
+    if not usd.is_finite() or usd < 0:
+        raise PriceError(f"{spec!r}: a price is a non-negative number")
+    per_unit = usd if component in FEES else usd / PER_1K
+    return Rate(component, tier, int(match["above"] or 0), per_unit)
 
 
 def set_price(
@@ -218,9 +273,12 @@ def set_price(
     cache_input_per_1k: Decimal | None,
     cache_hit_per_1k: Decimal | None,
     effective_from: datetime,
+    components: tuple[Rate, ...] = (),
 ) -> PriceChange:
     """Make a price effective from `effective_from`, closing the row it replaces."""
-    price = PriceRow(input_per_1k, output_per_1k, cache_input_per_1k, cache_hit_per_1k)
+    price = PriceRow(
+        input_per_1k, output_per_1k, cache_input_per_1k, cache_hit_per_1k, canonical(components)
+    )
     with conn.transaction(), conn.cursor() as cur:
         return _write_price(cur, find_provider(cur, provider), model, price, effective_from)
 

@@ -54,3 +54,27 @@ def test_shipped_record_schema_matches_and_accepts_both_shapes():
     assert not validator.is_valid([])
     assert not validator.is_valid([event] * (BATCH_RECORD_MAX + 1))
     assert not validator.is_valid([event | {"input_tokens": -1}])
+
+
+def test_schema_names_the_v1_4_fields_and_checks_them():
+    from jsonschema import Draft202012Validator
+
+    schema = json_schema()
+    assert {"service_tier", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
+            "image_input_tokens", "audio_output_tokens", "web_search_requests"} <= set(
+        schema["properties"])  # fmt: skip
+    assert schema["$defs"]["ServiceTier"]["enum"] == ["standard", "batch", "flex", "priority"]
+    validator = Draft202012Validator(schema)
+    event = {
+        "request_id": "0b6f5a4e-3c1d-4a8e-9d55-6f1d2f7f0a11",
+        "user_id": "5b1f0c1e-8a4f-4a52-9b1e-2f1d3c4b5a69",
+        "provider": "openai",
+        "model": "o3",
+        "input_tokens": 1000,
+        "output_tokens": 2000,
+        "started_at": "2026-11-25T11:59:00+00:00",
+        "completed_at": "2026-11-25T11:59:02+00:00",
+    }
+    assert validator.is_valid(event | {"service_tier": "flex", "reasoning_tokens": 1500})
+    assert not validator.is_valid(event | {"service_tier": "default"})  # a provider's spelling
+    assert not validator.is_valid(event | {"web_search_requests": -1})

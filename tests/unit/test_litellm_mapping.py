@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pipeline.core.events import Rejection, UsageEvent, decode, gateway_alias
-from pipeline.core.pricing import Price, TokenCounts, vendor_cost
+from pipeline.core.pricing import Price, usage_of, vendor_cost
 from pipeline.errors import Reason
 from pipeline.gateways.litellm import REQUEST_NAMESPACE, BilledUser, UserSource, to_event
 from pipeline.money.catalog import load_litellm
@@ -89,10 +89,8 @@ def test_our_catalog_prices_the_mapped_event_as_litellm_did(name: str) -> None:
     row = entry.price
     price = Price(uuid.uuid4(), mapped.model, row.input_per_1k, row.output_per_1k,
                   row.cache_input_per_1k, row.cache_hit_per_1k, datetime(2020, 1, 1, tzinfo=UTC),
-                  None)  # fmt: skip
-    counts = TokenCounts(mapped.input_tokens, mapped.output_tokens, mapped.cached_input_tokens,
-                         mapped.cache_write_tokens)  # fmt: skip
-    ours = vendor_cost(counts, price)
+                  None, row.components)  # fmt: skip
+    ours = vendor_cost(usage_of(mapped), price).usd
     assert ours == Decimal(str(recorded["response_cost"])).quantize(Decimal("1E-8"))
     assert mapped.gateway_cost_usd is not None  # the hint the books keep next to ours
     assert mapped.gateway_cost_usd.quantize(Decimal("1E-8")) == ours
@@ -161,3 +159,97 @@ def test_a_payload_that_is_not_a_call_is_rejected(change: dict[str, Any], reason
     refused = to_event(payload("success") | change, KEY_USER)
     assert isinstance(refused, Rejection) and refused.reason is reason
     assert isinstance(to_event([1, 2], KEY_USER), Rejection)
+
+
+# Contract v1.4. The recorded payloads come from mock responses, which carry no usage
+# details; these add them where LiteLLM 1.110.2 puts them (its `Usage` object dumped into
+# `metadata.usage_object`, the response's own `service_tier`, `cost_breakdown`).
+
+V1_4_FIELDS = {"service_tier", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
+               "image_input_tokens", "audio_output_tokens", "web_search_requests"}  # fmt: skip
+
+
+def with_usage(name: str, **details: Any) -> Any:
+    recorded = payload(name)
+    recorded["metadata"]["usage_object"] |= details
+    return recorded
+
+
+@pytest.mark.parametrize("name", ["success", "cached", "cached_anthropic_haiku45", "streaming",
+                                  "streaming_include_usage", "failure", "with_user"])  # fmt: skip
+def test_a_call_without_details_maps_to_an_event_without_v1_4_fields(name: str) -> None:
+    """So a worker that predates v1.4 still takes the plain calls of an upgraded proxy."""
+    mapped = to_event(payload(name), KEY_USER)
+    assert isinstance(mapped, dict) and not V1_4_FIELDS & set(mapped)
+
+
+def test_anthropics_one_hour_writes_web_searches_and_tier_carry_over() -> None:
+    recorded = with_usage(
+        "cached_anthropic_haiku45",
+        prompt_tokens_details={"cached_tokens": 1000, "cache_write_tokens": 500,
+                               "cache_creation_tokens": 500, "text_tokens": 1500,
+                               "cache_creation_token_details": {
+                                   "ephemeral_5m_input_tokens": 200,
+                                   "ephemeral_1h_input_tokens": 300}},
+        completion_tokens_details={"reasoning_tokens": 12, "text_tokens": 28},
+        server_tool_use={"web_search_requests": 2, "tool_search_requests": None},
+        service_tier="priority", inference_geo="not_available",
+    )  # fmt: skip
+    mapped = event(to_event(recorded, KEY_USER))
+    assert (mapped.input_tokens, mapped.cached_input_tokens, mapped.cache_write_tokens,
+            mapped.output_tokens) == (3000, 1000, 500, 40)  # fmt: skip
+    assert (mapped.cache_write_1h_tokens, mapped.reasoning_tokens,
+            mapped.web_search_requests, mapped.service_tier) == (300, 12, 2, "priority")  # fmt: skip
+
+
+def test_openais_audio_image_and_reasoning_details_carry_over() -> None:
+    recorded = with_usage(
+        "cached",
+        prompt_tokens_details={"cached_tokens": 1500, "audio_tokens": 300, "image_tokens": 100,
+                               "cached_tokens_details": {"audio_tokens": 100}},
+        completion_tokens_details={"reasoning_tokens": 20, "audio_tokens": 10,
+                                   "accepted_prediction_tokens": None, "text_tokens": 20},
+    )  # fmt: skip
+    recorded["response"]["service_tier"] = "default"
+    mapped = event(to_event(recorded, KEY_USER))
+    assert (mapped.audio_input_tokens, mapped.image_input_tokens, mapped.reasoning_tokens,
+            mapped.audio_output_tokens) == (200, 100, 20, 10)  # fmt: skip
+    assert mapped.service_tier == "standard"
+
+
+def test_geminis_grounding_searches_are_web_search_requests() -> None:
+    recorded = with_usage("success", prompt_tokens_details={"web_search_requests": 1})
+    assert event(to_event(recorded, KEY_USER)).web_search_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("served", "in_usage", "priced", "tier"),
+    [
+        ("priority", None, "priority", "priority"),
+        (None, "batch", None, "batch"),  # Anthropic reports it; LiteLLM has no batch tier
+        ("default", None, None, "standard"),
+        (None, None, "flex", "flex"),  # asked for, not reported back (a stream, say)
+        (None, None, None, "standard"),
+    ],
+)
+def test_the_tier_is_the_one_reported_else_the_one_litellm_priced(
+    served: str | None, in_usage: str | None, priced: str | None, tier: str
+) -> None:
+    recorded = with_usage("cached", service_tier=in_usage)
+    recorded["response"]["service_tier"] = served
+    recorded["cost_breakdown"]["service_tier"] = priced
+    assert event(to_event(recorded, KEY_USER)).service_tier == tier
+
+
+def test_a_tier_or_detail_the_contract_cannot_hold_is_refused() -> None:
+    odd_detail = with_usage("success", completion_tokens_details={"reasoning_tokens": 1.5})
+    for recorded, named in [
+        (payload("success") | {"cost_breakdown": {"service_tier": "fast"}},
+         "`cost_breakdown.service_tier` 'fast'"),
+        (payload("success") | {"response": {"service_tier": "scale"}},
+         "`response.service_tier` 'scale'"),
+        (odd_detail, "`usage.completion_tokens_details.reasoning_tokens` must be an integer"),
+    ]:  # fmt: skip
+        refused = to_event(recorded, KEY_USER)
+        assert isinstance(refused, Rejection) and refused.reason is Reason.SCHEMA_VIOLATION
+        assert named in refused.detail

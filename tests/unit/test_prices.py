@@ -105,13 +105,19 @@ def test_per_token_prices_become_per_1k_decimals() -> None:
     assert entry.provider == ProviderRef("openai", "OpenAI")
     assert entry.model_name == "gpt-4o"
     assert entry.vendor_model_id == "gpt-4o"
-    assert entry.price == PriceRow(D("0.0025"), D("0.01"), D("0.00375"), D("0.00125"))
+    assert entry.price.values() == (D("0.0025"), D("0.01"), D("0.00375"), D("0.00125"))
     assert all(isinstance(v, Decimal) for v in entry.price.values() if v is not None)
+    assert {(r.component.value, r.usd) for r in entry.price.components} == {
+        ("input", D("0.0000025")), ("output", D("0.00001")),
+        ("cache_read", D("0.00000125")), ("cache_write", D("0.00000375")),
+    }  # fmt: skip
 
 
-def test_float_noise_is_rounded_to_the_column() -> None:
+def test_float_noise_is_rounded_to_the_column_and_kept_in_the_component() -> None:
     catalog = parse_litellm({"x": spec(input_cost_per_token=D("0.0000016000000000000001"))})
-    assert catalog.entries[0].price.input_per_1k == D("0.00160000")
+    price = catalog.entries[0].price
+    assert price.input_per_1k == D("0.00160000")
+    assert D("0.0000016000000000000001") in {r.usd for r in price.components}
 
 
 def test_provider_mapping() -> None:
@@ -151,7 +157,8 @@ def test_skipped_entries_are_counted_by_reason() -> None:
             "davinci-002": spec(mode="completion"),
         }
     )
-    assert [e.vendor_model_id for e in catalog.entries] == ["gemini/gemini-2.5-pro", "davinci-002"]
+    assert [e.vendor_model_id for e in catalog.entries] == [
+        "tiny", "gemini/gemini-2.5-pro", "davinci-002"]
     assert catalog.skipped == {
         "duplicate_model": 1,
         "missing_price": 2,
@@ -160,17 +167,12 @@ def test_skipped_entries_are_counted_by_reason() -> None:
         "not_an_entry": 1,
         "not_chat_model": 3,
         "price_too_large": 1,
-        "price_too_precise": 1,
     }
 
 
 @given(st.floats(min_value=1e-9, max_value=0.09, allow_nan=False))
-def test_any_catalog_price_in_range_is_kept_within_rounding(per_token: float) -> None:
-    catalog = parse_litellm({"m": spec(input_cost_per_token=per_token)})
-    if catalog.entries:
-        kept = catalog.entries[0].price.input_per_1k
-        exact = Decimal(str(per_token)) * 1000
-        assert abs(kept - exact) <= exact * D("0.0001")
-        assert kept == kept.quantize(D("0.00000001"))
-    else:
-        assert catalog.skipped == {"price_too_precise": 1}
+def test_any_catalog_price_in_range_is_kept_exactly(per_token: float) -> None:
+    (entry,) = parse_litellm({"m": spec(input_cost_per_token=per_token)}).entries
+    exact = Decimal(str(per_token))
+    assert entry.price.input_per_1k == (exact * 1000).quantize(D("0.00000001"))
+    assert [r.usd for r in entry.price.components if r.component == "input"] == [exact]

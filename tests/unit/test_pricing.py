@@ -8,13 +8,13 @@ from hypothesis import strategies as st
 from pipeline.core.pricing import (
     MarginConfig,
     Price,
-    TokenCounts,
     charge,
     credits_for,
     price_in_effect,
     resolve_margin,
     vendor_cost,
 )
+from pipeline.core.tariff import Usage as TokenCounts
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 OPENAI = uuid4()
@@ -45,12 +45,12 @@ def test_cache_hits_and_writes_use_their_prices():
     tokens = TokenCounts(input_tokens=10_000, output_tokens=0, cached_input_tokens=6_000,
                          cache_write_tokens=3_000)  # fmt: skip
     # 1000 uncached x 0.003 + 6000 hits x 0.0003 + 3000 writes x 0.00075, per 1k
-    assert vendor_cost(tokens, SONNET) == Decimal("0.00705")
+    assert vendor_cost(tokens, SONNET).usd == Decimal("0.00705")
 
 
 def test_missing_cache_prices_fall_back_to_input_price():
     tokens = TokenCounts(2000, 0, 1000, 1000)
-    assert vendor_cost(tokens, GPT4O) == vendor_cost(TokenCounts(2000, 0, 0, 0), GPT4O)
+    assert vendor_cost(tokens, GPT4O).usd == vendor_cost(TokenCounts(2000, 0, 0, 0), GPT4O).usd
 
 
 def test_zero_cost_is_zero_credits():
@@ -63,7 +63,7 @@ tokens_st = st.integers(0, 2_000_000)
 @given(tokens_st, tokens_st, st.decimals("0.01", "9.99", places=2))
 def test_credits_cover_the_charge_and_never_by_a_whole_credit_more(inp, out, mult):
     usd = Decimal("0.001")
-    cost = vendor_cost(TokenCounts(inp, out, 0, 0), GPT4O)
+    cost = vendor_cost(TokenCounts(inp, out, 0, 0), GPT4O).usd
     credits = credits_for(cost, mult, usd)
     assert credits * usd >= cost * mult
     assert (credits - 1) * usd < cost * mult or credits == 0
@@ -73,8 +73,8 @@ def test_credits_cover_the_charge_and_never_by_a_whole_credit_more(inp, out, mul
 def test_cached_tokens_never_cost_more_than_uncached(total, hit_pct, write_pct):
     hits = total * hit_pct // 100
     writes = (total - hits) * write_pct // 100
-    cached = vendor_cost(TokenCounts(total, 0, hits, writes), SONNET)
-    plain = vendor_cost(TokenCounts(total, 0, 0, 0), SONNET)
+    cached = vendor_cost(TokenCounts(total, 0, hits, writes), SONNET).usd
+    plain = vendor_cost(TokenCounts(total, 0, 0, 0), SONNET).usd
     assert cached <= plain
     assert cached.as_tuple().exponent >= -8
 

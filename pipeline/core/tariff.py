@@ -277,7 +277,11 @@ class Tariff:
     def lines(self, usage: Usage) -> list[Line]:
         """The priced parts of `usage` (parts of zero units left out)."""
         tier = usage.service_tier
-        parts = [(part, units) for part, units in usage.parts() if units]
+        parts = [
+            (part, units)
+            for part, units in usage.parts()
+            if units and (part not in FEES or self._has_fee(part))
+        ]
         if tier is not Tier.BATCH:
             passed = self.passed(tier, usage.input_tokens)
             return [Line(part, units, self.rate(part, tier, passed)) for part, units in parts]
@@ -289,6 +293,9 @@ class Tariff:
             ]  # fmt: skip
         return [Line(part, units, self.batch_rate(part, usage.input_tokens))
                 for part, units in parts]  # fmt: skip
+
+    def _has_fee(self, fee: Component) -> bool:
+        return any(c is fee for c, _, _ in self._rates)
 
     @staticmethod
     def _halved_unless_fee(rate: Rate) -> Rate:

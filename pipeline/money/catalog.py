@@ -13,7 +13,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,11 @@ TIER_SUFFIXES: Mapping[str, Tier] = {
     "batches": Tier.BATCH, "flex": Tier.FLEX, "priority": Tier.PRIORITY,
 }  # fmt: skip
 _KEY = re.compile(
-    "^(?P<price>" + "|".join(sorted(map(re.escape, COMPONENT_KEYS), key=len, reverse=True))
-    + r")(?:_above_(?P<n>\d+)(?P<k>k?)_tokens)?(?:_(?P<tier>" + "|".join(TIER_SUFFIXES) + "))?$"
+    "^(?P<price>"
+    + "|".join(sorted(map(re.escape, COMPONENT_KEYS), key=len, reverse=True))
+    + r")(?:_above_(?P<n>\d+)(?P<k>k?)_tokens)?(?:_(?P<tier>"
+    + "|".join(TIER_SUFFIXES)
+    + "))?$"
 )
 WEB_SEARCH_KEY = "search_context_cost_per_query"
 WEB_SEARCH_SIZE = "search_context_size_medium"
@@ -140,6 +143,23 @@ def components_of(spec: Mapping[str, Any], inclusive: bool) -> tuple[Rate, ...] 
     return canonical(rates)
 
 
+SEED_COLUMNS = (Component.INPUT, Component.OUTPUT, Component.CACHE_WRITE, Component.CACHE_READ)
+
+
+def beyond_columns(price: PriceRow, rates: Iterable[Rate]) -> tuple[Rate, ...]:
+    """`rates` without those the seed's columns of `price` already hold exactly, in
+    canonical order: a price the four columns express has no components."""
+    held = {
+        (c, column / PER_1K)
+        for c, column in zip(SEED_COLUMNS, price.values(), strict=True)
+        if column is not None
+    }
+    return canonical(
+        r for r in rates
+        if not (r.tier is Tier.STANDARD and not r.above_tokens and (r.component, r.usd) in held)
+    )  # fmt: skip
+
+
 def canonical(rates: Iterable[Rate]) -> tuple[Rate, ...]:
     """Rates in one order, so two equal prices compare equal."""
     return tuple(sorted(rates, key=lambda r: (r.component, r.tier, r.above_tokens)))
@@ -200,7 +220,8 @@ def parse_entry(key: str, spec: Any) -> CatalogEntry | str:
     model = model_name_for(key, provider)
     if len(model) > 255 or len(key) > 255:
         return "name_too_long"
-    price = PriceRow(input_price, output_price, cache_input, cache_hit, rates)
+    price = PriceRow(input_price, output_price, cache_input, cache_hit)
+    price = replace(price, components=beyond_columns(price, rates))
     return CatalogEntry(provider_for(provider), model, key, price)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -33,6 +33,7 @@ from pipeline.money.catalog import (
     PriceError,
     PriceRow,
     ProviderRef,
+    beyond_columns,
     canonical,
     load_litellm,
 )
@@ -276,9 +277,8 @@ def set_price(
     components: tuple[Rate, ...] = (),
 ) -> PriceChange:
     """Make a price effective from `effective_from`, closing the row it replaces."""
-    price = PriceRow(
-        input_per_1k, output_per_1k, cache_input_per_1k, cache_hit_per_1k, canonical(components)
-    )
+    columns = PriceRow(input_per_1k, output_per_1k, cache_input_per_1k, cache_hit_per_1k)
+    price = replace(columns, components=beyond_columns(columns, components))
     with conn.transaction(), conn.cursor() as cur:
         return _write_price(cur, find_provider(cur, provider), model, price, effective_from)
 

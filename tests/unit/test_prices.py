@@ -7,6 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.core.tariff import Tariff
 from pipeline.money.catalog import (
     PriceRow,
     ProviderRef,
@@ -107,10 +108,7 @@ def test_per_token_prices_become_per_1k_decimals() -> None:
     assert entry.vendor_model_id == "gpt-4o"
     assert entry.price.values() == (D("0.0025"), D("0.01"), D("0.00375"), D("0.00125"))
     assert all(isinstance(v, Decimal) for v in entry.price.values() if v is not None)
-    assert {(r.component.value, r.usd) for r in entry.price.components} == {
-        ("input", D("0.0000025")), ("output", D("0.00001")),
-        ("cache_read", D("0.00000125")), ("cache_write", D("0.00000375")),
-    }  # fmt: skip
+    assert entry.price.components == ()  # the four columns hold these prices exactly
 
 
 def test_float_noise_is_rounded_to_the_column_and_kept_in_the_component() -> None:
@@ -175,4 +173,4 @@ def test_any_catalog_price_in_range_is_kept_exactly(per_token: float) -> None:
     (entry,) = parse_litellm({"m": spec(input_cost_per_token=per_token)}).entries
     exact = Decimal(str(per_token))
     assert entry.price.input_per_1k == (exact * 1000).quantize(D("0.00000001"))
-    assert [r.usd for r in entry.price.components if r.component == "input"] == [exact]
+    assert Tariff.of(*entry.price.values(), entry.price.components).base[0] == exact

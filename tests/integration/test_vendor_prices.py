@@ -83,5 +83,8 @@ def test_each_request_books_at_the_vendors_exact_price(harness: Harness) -> None
         events["long_prompt"]["request_id"],
     )
     assert {(x["part"], x["above_tokens"]) for x in long_lines} == {
-        ("input", 272_000), ("cache_read", 272_000), ("output", 272_000)}
+        ("input", 272_000),
+        ("cache_read", 272_000),
+        ("output", 272_000),
+    }
     assert_books_clean(harness, user)

@@ -69,7 +69,8 @@ def test_one_hour_cache_writes_web_search_and_their_fallbacks() -> None:
     usage = Usage(10_000, 0, cache_write_tokens=4000, cache_write_1h_tokens=1000,
                   web_search_requests=3)  # fmt: skip
     assert cost(SONNET, usage) == (
-        6000 * D("0.000003") + 3000 * D("0.00000375") + 1000 * D("0.000006") + 3 * D("0.01"))
+        6000 * D("0.000003") + 3000 * D("0.00000375") + 1000 * D("0.000006") + 3 * D("0.01")
+    )
     # GPT5 has no cache-write price at all: writes of both lifetimes are input; no search fee.
     assert cost(GPT5, usage) == 10_000 * D("0.00000125")
 

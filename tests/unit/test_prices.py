@@ -156,7 +156,10 @@ def test_skipped_entries_are_counted_by_reason() -> None:
         }
     )
     assert [e.vendor_model_id for e in catalog.entries] == [
-        "tiny", "gemini/gemini-2.5-pro", "davinci-002"]
+        "tiny",
+        "gemini/gemini-2.5-pro",
+        "davinci-002",
+    ]
     assert catalog.skipped == {
         "duplicate_model": 1,
         "missing_price": 2,

@@ -144,7 +144,8 @@ def set_price_command(
     Components are the prices the four columns cannot hold: a long-prompt tier
     (`input>200000=0.006`: prompts of more than 200,000 tokens), a service tier
     (`output:priority=0.02`; tiers standard, batch, flex, priority), cache_write_1h,
-    reasoning, audio_input, audio_output, image_input, web_search, request.
+    reasoning, audio_input, audio_output, image_input, web_search (per query),
+    web_search_prompt (per request that searched), request.
     """
     with connect(settings) as conn:
         change = prices.set_price(

@@ -8,15 +8,16 @@ Pure and exact (`Decimal`). A `Tariff` is built once per price row from its comp
   cached and cache-written ones included. A component `above_tokens = N` applies when the
   prompt has more than N tokens; the highest threshold passed wins. A vendor that counts
   "N or more" is stored as N - 1 (the importer does it for xAI).
-- **Thresholds that count** are those of the input, output and cache prices, at the
-  standard tier or at the request's own tier.
+- **Thresholds that count** are those of the input, output, cache and audio input prices,
+  at the standard tier or at the request's own tier.
 - **A component's price** is, for the request's tier then the standard tier, the price at
   the highest threshold passed that has one, then the lower ones, then the base price.
 - **Missing components fall back**: cache reads and writes, audio and image input to the
   input price; one-hour cache writes to the cache-write price; audio output to the output
   price; reasoning to the tier's output price when the tier has one of its own, else to
-  the standard reasoning price, else to the output price. Web search and request fees are
-  zero when the model has none.
+  the standard reasoning price, else to the output price. Fees are zero when the model has
+  none: web search per query (`web_search`), per request that searched however many
+  queries it ran (`web_search_prompt`, Gemini 2.x grounding), per request (`request`).
 - **Batch** requests use the batch prices (`service_tier = batch`) at the batch
   thresholds: a missing input-side batch price falls back to the batch input price,
   except cache hits, which keep the standard cache-read price; all output (reasoning and
@@ -50,6 +51,7 @@ class Component(StrEnum):
     AUDIO_OUTPUT = "audio_output"
     IMAGE_INPUT = "image_input"
     WEB_SEARCH = "web_search"
+    WEB_SEARCH_PROMPT = "web_search_prompt"
     REQUEST = "request"
 
 
@@ -69,13 +71,13 @@ FALLBACK: Mapping[Component, Component] = {
     Component.AUDIO_OUTPUT: Component.OUTPUT,
     Component.REASONING: Component.OUTPUT,
 }
-"""The component a missing one is priced as; web search and request fees have none (0)."""
+"""The component a missing one is priced as; fees have none (0)."""
 
 OUTPUT_PARTS = frozenset({Component.OUTPUT, Component.REASONING, Component.AUDIO_OUTPUT})
-FEES = frozenset({Component.WEB_SEARCH, Component.REQUEST})
+FEES = frozenset({Component.WEB_SEARCH, Component.WEB_SEARCH_PROMPT, Component.REQUEST})
 THRESHOLD_COMPONENTS = frozenset(
     {Component.INPUT, Component.OUTPUT, Component.CACHE_READ, Component.CACHE_WRITE,
-     Component.CACHE_WRITE_1H}
+     Component.CACHE_WRITE_1H, Component.AUDIO_INPUT}
 )  # fmt: skip
 
 
@@ -141,6 +143,7 @@ class Usage(NamedTuple):
             (Component.REASONING, self.reasoning_tokens),
             (Component.AUDIO_OUTPUT, self.audio_output_tokens),
             (Component.WEB_SEARCH, self.web_search_requests),
+            (Component.WEB_SEARCH_PROMPT, 1 if self.web_search_requests else 0),
             (Component.REQUEST, 1 if self.input_tokens or self.output_tokens else 0),
         )
 
@@ -234,12 +237,12 @@ class Tariff:
         """The price of `component` for a request at `tier` (not batch) past the `passed`
         thresholds."""
         if component is Component.REASONING and tier is not Tier.STANDARD:
-            own = self._own(component, tier, ())
+            own = self._own(component, tier, passed)
             if own is not None and own.tier is tier:
                 return own
             if self._rates.get((Component.OUTPUT, tier, 0)) is not None:
                 return self.rate(Component.OUTPUT, tier, passed)
-        own = self._own(component, tier, () if component is Component.REASONING else passed)
+        own = self._own(component, tier, passed)
         if own is not None:
             return own
         fallback = FALLBACK.get(component)

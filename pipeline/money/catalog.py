@@ -59,7 +59,19 @@ _KEY = re.compile(
 )
 WEB_SEARCH_KEY = "search_context_cost_per_query"
 WEB_SEARCH_SIZE = "search_context_size_medium"
-"""LiteLLM bills a web search query at the medium context size unless told otherwise."""
+"""LiteLLM bills a web search query at the medium context size unless told otherwise..."""
+WEB_SEARCH_SIZES: Mapping[str, str] = {"perplexity": "search_context_size_low"}
+"""...but Perplexity's at the low one, its API's default `search_context_size`."""
+FIREWORKS_CACHE_READ_RATIO = Decimal("0.5")
+"""Fireworks bills cache hits at half the input price; LiteLLM applies it to every
+fireworks_ai model the map gives no cache-read price (its
+FIREWORKS_AI_DEFAULT_CACHE_READ_RATE_RATIO)."""
+GOOGLE_GROUNDING = Decimal("0.035")
+"""Google's list price of grounding with Google Search ($35 per 1,000), which LiteLLM bills
+for a gemini or vertex_ai model the map gives no search price (llms/gemini/cost_calculator.py)."""
+XAI_WEB_SEARCH = Decimal("0.005")
+"""xAI's list price of a web search call ($5 per 1,000), which LiteLLM bills for an xai
+model the map gives no search price (llms/xai/cost_calculator.py)."""
 
 # LiteLLM provider -> (api_type, name) of the provider the seed creates for it.
 SEEDED_PROVIDERS: Mapping[str, tuple[str, str]] = {
@@ -133,14 +145,61 @@ def components_of(spec: Mapping[str, Any], inclusive: bool) -> tuple[Rate, ...] 
             above = int(match["n"]) * (1000 if match["k"] else 1) - (1 if inclusive else 0)
         tier = TIER_SUFFIXES[match["tier"]] if match["tier"] else Tier.STANDARD
         rates.append(Rate(COMPONENT_KEYS[match["price"]], tier, above, usd))
-    search = spec.get(WEB_SEARCH_KEY)
-    if isinstance(search, Mapping) and (usd := exact_price(search.get(WEB_SEARCH_SIZE))):
-        rates.append(Rate(Component.WEB_SEARCH, Tier.STANDARD, 0, usd))
+    rates = list({(r.component, r.tier, r.above_tokens): r
+                  for r in (*rates, *tiered_of(spec))}.values())  # fmt: skip
+    rates.extend(web_search_of(spec))
+    rates.extend(vendor_defaults(str(spec.get("litellm_provider")), rates))
     if any(not r.usd.is_finite() or r.usd < 0 for r in rates):
         return "negative_price"
     if any(r.usd >= MAX_COMPONENT for r in rates):
         return "price_too_large"
     return canonical(rates)
+
+
+def tiered_of(spec: Mapping[str, Any]) -> list[Rate]:
+    """A `tiered_pricing` table (Qwen, Doubao...): each range `[start, end]` prices a prompt
+    of more than `start` tokens, every token of it, so its prices are the components above
+    `start`; the first range's are the base prices, and they replace the entry's own."""
+    tiers = spec.get("tiered_pricing")
+    rates = []
+    for tier in tiers if isinstance(tiers, list) else ():
+        span = tier.get("range") if isinstance(tier, Mapping) else None
+        start = exact_price(span[0]) if isinstance(span, list) and span else None
+        if start is None or start != start.to_integral_value() or start < 0:
+            continue
+        for key, value in tier.items():
+            usd = exact_price(value)
+            if key in COMPONENT_KEYS and usd is not None:
+                rates.append(Rate(COMPONENT_KEYS[key], Tier.STANDARD, int(start), usd))
+    return rates
+
+
+def web_search_of(spec: Mapping[str, Any]) -> list[Rate]:
+    """The web search price of an entry: per query at the default context size; Google's
+    grounding (gemini and vertex_ai models but Anthropic's) at that price or GOOGLE_GROUNDING, per
+    query where the entry says `per_query` (Gemini 3.x), else per prompt (Gemini 2.x)."""
+    provider = str(spec.get("litellm_provider"))
+    search = spec.get(WEB_SEARCH_KEY)
+    size = WEB_SEARCH_SIZES.get(provider, WEB_SEARCH_SIZE)
+    usd = exact_price(search.get(size)) if isinstance(search, Mapping) else None
+    google = provider == "gemini" or provider.startswith("vertex_ai")
+    if not google or provider == "vertex_ai-anthropic_models":
+        return [Rate(Component.WEB_SEARCH, Tier.STANDARD, 0, usd)] if usd else []
+    per_query = spec.get("web_search_billing_unit") == "per_query"
+    component = Component.WEB_SEARCH if per_query else Component.WEB_SEARCH_PROMPT
+    return [Rate(component, Tier.STANDARD, 0, GOOGLE_GROUNDING if usd is None else usd)]
+
+
+def vendor_defaults(provider: str, rates: list[Rate]) -> list[Rate]:
+    """The prices a vendor bills that the map leaves to LiteLLM's code: Fireworks' cache
+    hits at half the input price, xAI's web search calls."""
+    base = {r.component: r.usd for r in rates if r.tier is Tier.STANDARD and not r.above_tokens}
+    if provider == "fireworks_ai" and Component.CACHE_READ not in base and Component.INPUT in base:
+        half = base[Component.INPUT] * FIREWORKS_CACHE_READ_RATIO
+        return [Rate(Component.CACHE_READ, Tier.STANDARD, 0, half)]
+    if provider == "xai" and Component.WEB_SEARCH not in base:
+        return [Rate(Component.WEB_SEARCH, Tier.STANDARD, 0, XAI_WEB_SEARCH)]
+    return []
 
 
 SEED_COLUMNS = (Component.INPUT, Component.OUTPUT, Component.CACHE_WRITE, Component.CACHE_READ)

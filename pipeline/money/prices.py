@@ -244,7 +244,8 @@ _COMPONENT_SPEC = re.compile(
 )
 COMPONENT_SPEC_HELP = (
     "COMPONENT[:TIER][>TOKENS]=USD, e.g. input>200000=0.006 or output:priority=0.02: USD "
-    "per 1k tokens (web_search: per query; request: per request)"
+    "per 1k tokens (web_search: per query; web_search_prompt: per request that searched; "
+    "request: per request)"
 )
 
 

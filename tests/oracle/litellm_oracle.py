@@ -31,7 +31,7 @@ Missing counts are 0. Writes one JSON line per request, in input order:
      "litellm_version": the installed litellm release}
 
 How LiteLLM is called (the way its own completion path prices a chat completion, see
-/work/notes/litellm-rules.md):
+docs/litellm-pricing-rules.md):
 - standard/flex/priority: `litellm.cost_per_token(model=key, custom_llm_provider=route,
   usage_object=usage, service_tier=None|"flex"|"priority", call_type="completion")`
   plus what `completion_cost` adds after it: the built-in tool (web search) cost,

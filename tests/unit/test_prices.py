@@ -7,7 +7,9 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.core.tariff import Tariff
+from pipeline.core.tariff import Component as C
+from pipeline.core.tariff import Rate, Tariff, Usage
+from pipeline.core.tariff import Tier as T
 from pipeline.money.catalog import (
     PriceRow,
     ProviderRef,
@@ -169,6 +171,66 @@ def test_skipped_entries_are_counted_by_reason() -> None:
         "not_chat_model": 3,
         "price_too_large": 1,
     }
+
+
+def components(key: str, **overrides: object) -> set[Rate]:
+    (entry,) = parse_litellm({key: spec(**overrides)}).entries
+    return set(entry.price.components)
+
+
+def test_a_tiered_pricing_table_becomes_thresholds_at_each_range_start() -> None:
+    table = [
+        {"range": [0, 256000.0], "input_cost_per_token": 5e-08, "output_cost_per_token": 4e-07,
+         "output_cost_per_reasoning_token": 1e-06},
+        {"range": [256000.0, 1000000.0], "input_cost_per_token": 2.5e-07,
+         "output_cost_per_token": 2e-06, "output_cost_per_reasoning_token": 5e-06},
+    ]  # fmt: skip
+    # no top-level prices: the first range's are the base ones
+    (entry,) = parse_litellm({"dashscope/qwen": spec(
+        litellm_provider="dashscope", input_cost_per_token=None, output_cost_per_token=None,
+        tiered_pricing=table)}).entries  # fmt: skip
+    assert entry.price.values() == (D("0.00005"), D("0.0004"), None, None)
+    assert set(entry.price.components) == {
+        Rate(C.REASONING, T.STANDARD, 0, D("0.000001")),
+        Rate(C.INPUT, T.STANDARD, 256_000, D("2.5E-7")),
+        Rate(C.OUTPUT, T.STANDARD, 256_000, D("0.000002")),
+        Rate(C.REASONING, T.STANDARD, 256_000, D("0.000005")),
+    }
+    tariff = Tariff.of(*entry.price.values(), entry.price.components)
+    long = Usage(256_001, 100, reasoning_tokens=40)
+    assert sum(line.usd for line in tariff.lines(long)) == (
+        256_001 * D("2.5E-7") + 60 * D("0.000002") + 40 * D("0.000005"))  # fmt: skip
+    at_the_end_of_the_first_range = Usage(256_000, 100)
+    assert sum(line.usd for line in tariff.lines(at_the_end_of_the_first_range)) == (
+        256_000 * D("5E-8") + 100 * D("4E-7"))  # fmt: skip
+
+
+def test_vendor_prices_litellm_bills_from_its_code() -> None:
+    def cache_hit_per_1k(**overrides: object) -> Decimal | None:
+        (entry,) = parse_litellm({"fireworks_ai/m": spec(litellm_provider="fireworks_ai",
+                                                         **overrides)}).entries  # fmt: skip
+        return entry.price.cache_hit_per_1k
+
+    assert cache_hit_per_1k() == D("0.00125")  # half the input price
+    assert cache_hit_per_1k(cache_read_input_token_cost=1e-06) == D("0.001")
+    assert components("xai/grok", litellm_provider="xai") == {
+        Rate(C.WEB_SEARCH, T.STANDARD, 0, D("0.005"))}  # fmt: skip
+
+
+def test_web_search_by_provider_and_billing_unit() -> None:
+    sizes = {"search_context_size_low": 0.005, "search_context_size_medium": 0.01}
+    assert components("gpt-x", search_context_cost_per_query=sizes) == {
+        Rate(C.WEB_SEARCH, T.STANDARD, 0, D("0.01"))}  # fmt: skip
+    assert components("perplexity/sonar", litellm_provider="perplexity",
+                      search_context_cost_per_query=sizes) == {
+        Rate(C.WEB_SEARCH, T.STANDARD, 0, D("0.005"))}  # fmt: skip
+    # Google grounding: per grounded prompt unless per_query; $35/1k without a price
+    assert components("gemini/g2", litellm_provider="gemini") == {
+        Rate(C.WEB_SEARCH_PROMPT, T.STANDARD, 0, D("0.035"))}  # fmt: skip
+    assert components("gemini/g3", litellm_provider="gemini", web_search_billing_unit="per_query",
+                      search_context_cost_per_query=sizes) == {
+        Rate(C.WEB_SEARCH, T.STANDARD, 0, D("0.01"))}  # fmt: skip
+    assert components("vertex_ai/claude", litellm_provider="vertex_ai-anthropic_models") == set()
 
 
 @given(st.floats(min_value=1e-9, max_value=0.09, allow_nan=False))

@@ -86,6 +86,23 @@ def test_reasoning_falls_back_to_the_tier_output_price() -> None:
     assert cost(with_reasoning_price, priority) == 100 * D("0.000004")
 
 
+def test_grounding_billed_per_prompt_costs_once_however_many_searches() -> None:
+    gemini = Tariff.of(D("0.0003"), D("0.0025"), None, None,
+                       [Rate(C.WEB_SEARCH_PROMPT, T.STANDARD, 0, D("0.035"))])  # fmt: skip
+    assert cost(gemini, Usage(1000, 100, web_search_requests=3)) == (
+        1000 * D("0.0000003") + 100 * D("0.0000025") + D("0.035"))  # fmt: skip
+    assert cost(gemini, Usage(1000, 100)) == 1000 * D("0.0000003") + 100 * D("0.0000025")
+
+
+def test_an_audio_input_threshold_counts_on_its_own() -> None:
+    tariff = Tariff.of(D("0.0003"), D("0.0025"), None, None, [
+        Rate(C.AUDIO_INPUT, T.STANDARD, 0, D("0.000001")),
+        Rate(C.AUDIO_INPUT, T.STANDARD, 200_000, D("0.0000003")),
+    ])  # fmt: skip
+    usage = Usage(200_001, 0, audio_input_tokens=1)
+    assert cost(tariff, usage) == 200_000 * D("0.0000003") + 1 * D("0.0000003")
+
+
 def test_xai_style_inclusive_thresholds_are_stored_one_lower() -> None:
     tariff = Tariff.of(D("0.001"), D("0.001"), None, None,
                        [Rate(C.INPUT, T.STANDARD, 127_999, D("0.000002"))])  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pipeline.errors import Reason
 _MILLISECOND = timedelta(milliseconds=1)
 _DETAIL_COUNTS = ("cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
                   "image_input_tokens", "audio_output_tokens", "web_search_requests")  # fmt: skip
+_details_of = operator.attrgetter(*_DETAIL_COUNTS)
 _USAGE_COUNTS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
                  *_DETAIL_COUNTS)  # fmt: skip
 """The fields a provider's `usage` object stands for."""
@@ -236,22 +238,21 @@ class UsageEvent(BaseModel):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> UsageEvent:
-        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
-            raise ValueError(
-                "cached_input_tokens + cache_write_tokens exceed input_tokens "
-                f"({self.cached_input_tokens} + {self.cache_write_tokens} > {self.input_tokens})"
-            )
-        prompt_parts = (
-            self.cached_input_tokens, self.cache_write_tokens,
-            self.audio_input_tokens, self.image_input_tokens,
-        )  # fmt: skip
-        if sum(prompt_parts) > self.input_tokens:
+        cached, written = self.cached_input_tokens, self.cache_write_tokens
+        prompt = self.input_tokens
+        if cached + written + self.audio_input_tokens + self.image_input_tokens > prompt:
+            if cached + written > prompt:
+                raise ValueError(
+                    "cached_input_tokens + cache_write_tokens exceed input_tokens "
+                    f"({cached} + {written} > {prompt})"
+                )
+            prompt_parts = (cached, written, self.audio_input_tokens, self.image_input_tokens)
             raise ValueError(
                 "cached_input_tokens + cache_write_tokens + audio_input_tokens + "
                 "image_input_tokens exceed input_tokens "
-                f"({' + '.join(map(str, prompt_parts))} > {self.input_tokens})"
+                f"({' + '.join(map(str, prompt_parts))} > {prompt})"
             )
-        if self.cache_write_1h_tokens > self.cache_write_tokens:
+        if self.cache_write_1h_tokens > written:
             raise ValueError(
                 "cache_write_1h_tokens exceed cache_write_tokens "
                 f"({self.cache_write_1h_tokens} > {self.cache_write_tokens})"
@@ -281,11 +282,10 @@ class UsageEvent(BaseModel):
         fingerprint of an event booked before v1.4 stays what the ledger holds.
         """
         digest = hashlib.sha256(self.__pydantic_serializer__.to_json(self))
-        if self.service_tier is not ServiceTier.STANDARD or any(
-            getattr(self, name) for name in _DETAIL_COUNTS
-        ):
+        counts = _details_of(self)
+        if self.service_tier is not ServiceTier.STANDARD or any(counts):
             details: dict[str, str | int] = {"service_tier": self.service_tier.value}
-            details.update((name, getattr(self, name)) for name in _DETAIL_COUNTS)
+            details.update(zip(_DETAIL_COUNTS, counts, strict=True))
             digest.update(json.dumps(details, separators=(",", ":")).encode())
         return digest.digest()
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from uuid import UUID
 
 from pipeline.core.events import Rejection, UsageEvent
-from pipeline.core.tariff import Breakdown, Rate, Tariff, Tier, Usage, breakdown
+from pipeline.core.tariff import Breakdown, Counts, Rate, Tariff, breakdown, is_plain
 from pipeline.errors import Reason
 
 VENDOR_COST_EXPONENT = Decimal("0.00000001")  # NUMERIC(10,8) of token_usage_ledger.vendor_cost
@@ -156,7 +156,7 @@ class VendorCost(NamedTuple):
     breakdown: Breakdown | None
 
 
-def vendor_cost(usage: Usage, price: Price) -> VendorCost:
+def vendor_cost(usage: Counts, price: Price) -> VendorCost:
     """USD cost at the vendor (`pipeline.core.tariff` has the rules).
 
     A plain request (standard tier, the seed's four counts, a prompt below the model's
@@ -165,7 +165,7 @@ def vendor_cost(usage: Usage, price: Price) -> VendorCost:
     writes at the cache-write price, output at the output price.
     """
     tariff = price.tariff
-    if usage.input_tokens <= tariff.plain_limit and usage.plain:
+    if usage.input_tokens <= tariff.plain_limit and is_plain(usage):
         input_usd, output_usd, read_usd, write_usd = tariff.base
         uncached = usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens
         exact = uncached * input_usd + usage.output_tokens * output_usd
@@ -182,15 +182,6 @@ def vendor_cost(usage: Usage, price: Price) -> VendorCost:
     )
 
 
-def usage_of(event: UsageEvent) -> Usage:
-    return Usage(
-        event.input_tokens, event.output_tokens, event.cached_input_tokens,
-        event.cache_write_tokens, event.cache_write_1h_tokens, event.reasoning_tokens,
-        event.audio_input_tokens, event.image_input_tokens, event.audio_output_tokens,
-        event.web_search_requests, Tier(event.service_tier),
-    )  # fmt: skip
-
-
 def credits_for(cost: Decimal, multiplier: Decimal, usd_per_credit: Decimal) -> int:
     """ceil(vendor_cost x margin / USD_PER_CREDIT); zero cost gives zero credits."""
     if cost <= 0:
@@ -198,7 +189,7 @@ def credits_for(cost: Decimal, multiplier: Decimal, usd_per_credit: Decimal) -> 
     return int((cost * multiplier / usd_per_credit).to_integral_value(rounding=ROUND_CEILING))
 
 
-def charge(usage: Usage, price: Price, multiplier: Decimal, usd_per_credit: Decimal) -> Charge:
+def charge(usage: Counts, price: Price, multiplier: Decimal, usd_per_credit: Decimal) -> Charge:
     cost = vendor_cost(usage, price)
     credits = credits_for(cost.usd, multiplier, usd_per_credit)
     return Charge(
@@ -238,7 +229,7 @@ def price_event(
             f"no approved margin for tier {tier}, {event.provider}/{event.model} "
             f"at {at.isoformat()}",
         )
-    cost = charge(usage_of(event), price, margin.multiplier, usd_per_credit)
+    cost = charge(event, price, margin.multiplier, usd_per_credit)
     if cost.vendor_cost > MAX_VENDOR_COST or cost.credit_value_usd > MAX_VENDOR_COST:
         return Rejection(
             Reason.COST_OUT_OF_RANGE,

@@ -34,7 +34,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
+
+from pipeline.core.events import ServiceTier
 
 PER_1K = Decimal(1000)
 HALF = Decimal("0.5")
@@ -53,13 +55,6 @@ class Component(StrEnum):
     WEB_SEARCH = "web_search"
     WEB_SEARCH_PROMPT = "web_search_prompt"
     REQUEST = "request"
-
-
-class Tier(StrEnum):
-    STANDARD = "standard"
-    BATCH = "batch"
-    FLEX = "flex"
-    PRIORITY = "priority"
 
 
 FALLBACK: Mapping[Component, Component] = {
@@ -85,7 +80,7 @@ class Rate(NamedTuple):
     """One `model_price_components` row (USD per token, per query or per request)."""
 
     component: Component
-    tier: Tier
+    tier: ServiceTier
     above_tokens: int
     usd: Decimal
 
@@ -93,12 +88,40 @@ class Rate(NamedTuple):
 def rates_of(rows: Iterable[Sequence[str]]) -> tuple[Rate, ...]:
     """Components as text (component, tier, above_tokens, usd) as rates, exact."""
     return tuple(
-        Rate(Component(c), Tier(tier), int(above), Decimal(usd)) for c, tier, above, usd in rows
+        Rate(Component(c), ServiceTier(tier), int(above), Decimal(usd))
+        for c, tier, above, usd in rows
     )
 
 
+class Counts(Protocol):
+    """What one request used, as contract v1 counts it: a `UsageEvent`, or a `Usage`."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_input_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    @property
+    def cache_write_1h_tokens(self) -> int: ...
+    @property
+    def reasoning_tokens(self) -> int: ...
+    @property
+    def audio_input_tokens(self) -> int: ...
+    @property
+    def image_input_tokens(self) -> int: ...
+    @property
+    def audio_output_tokens(self) -> int: ...
+    @property
+    def web_search_requests(self) -> int: ...
+    @property
+    def service_tier(self) -> ServiceTier: ...
+
+
 class Usage(NamedTuple):
-    """What one request used, as contract v1 counts it."""
+    """`Counts` on their own (tests, the oracle)."""
 
     input_tokens: int
     output_tokens: int
@@ -110,42 +133,43 @@ class Usage(NamedTuple):
     image_input_tokens: int = 0
     audio_output_tokens: int = 0
     web_search_requests: int = 0
-    service_tier: Tier = Tier.STANDARD
+    service_tier: ServiceTier = ServiceTier.STANDARD
 
-    @property
-    def plain(self) -> bool:
-        """Only the counts the seed's four prices know, at the standard tier."""
-        return (
-            self.service_tier is Tier.STANDARD
-            and not self.cache_write_1h_tokens
-            and not self.reasoning_tokens
-            and not self.audio_input_tokens
-            and not self.image_input_tokens
-            and not self.audio_output_tokens
-            and not self.web_search_requests
-        )
 
-    def parts(self) -> Iterable[tuple[Component, int]]:
-        """Each count priced on its own, by the component that prices it."""
-        uncached = (
-            self.input_tokens - self.cached_input_tokens - self.cache_write_tokens
-            - self.audio_input_tokens - self.image_input_tokens
-        )  # fmt: skip
-        text_output = self.output_tokens - self.reasoning_tokens - self.audio_output_tokens
-        return (
-            (Component.INPUT, uncached),
-            (Component.CACHE_READ, self.cached_input_tokens),
-            (Component.CACHE_WRITE, self.cache_write_tokens - self.cache_write_1h_tokens),
-            (Component.CACHE_WRITE_1H, self.cache_write_1h_tokens),
-            (Component.AUDIO_INPUT, self.audio_input_tokens),
-            (Component.IMAGE_INPUT, self.image_input_tokens),
-            (Component.OUTPUT, text_output),
-            (Component.REASONING, self.reasoning_tokens),
-            (Component.AUDIO_OUTPUT, self.audio_output_tokens),
-            (Component.WEB_SEARCH, self.web_search_requests),
-            (Component.WEB_SEARCH_PROMPT, 1 if self.web_search_requests else 0),
-            (Component.REQUEST, 1 if self.input_tokens or self.output_tokens else 0),
-        )
+def is_plain(usage: Counts) -> bool:
+    """Only the counts the seed's four prices know, at the standard tier."""
+    return (
+        usage.service_tier is ServiceTier.STANDARD
+        and not usage.cache_write_1h_tokens
+        and not usage.reasoning_tokens
+        and not usage.audio_input_tokens
+        and not usage.image_input_tokens
+        and not usage.audio_output_tokens
+        and not usage.web_search_requests
+    )
+
+
+def parts(usage: Counts) -> Iterable[tuple[Component, int]]:
+    """Each count priced on its own, by the component that prices it."""
+    uncached = (
+        usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens
+        - usage.audio_input_tokens - usage.image_input_tokens
+    )  # fmt: skip
+    text_output = usage.output_tokens - usage.reasoning_tokens - usage.audio_output_tokens
+    return (
+        (Component.INPUT, uncached),
+        (Component.CACHE_READ, usage.cached_input_tokens),
+        (Component.CACHE_WRITE, usage.cache_write_tokens - usage.cache_write_1h_tokens),
+        (Component.CACHE_WRITE_1H, usage.cache_write_1h_tokens),
+        (Component.AUDIO_INPUT, usage.audio_input_tokens),
+        (Component.IMAGE_INPUT, usage.image_input_tokens),
+        (Component.OUTPUT, text_output),
+        (Component.REASONING, usage.reasoning_tokens),
+        (Component.AUDIO_OUTPUT, usage.audio_output_tokens),
+        (Component.WEB_SEARCH, usage.web_search_requests),
+        (Component.WEB_SEARCH_PROMPT, 1 if usage.web_search_requests else 0),
+        (Component.REQUEST, 1 if usage.input_tokens or usage.output_tokens else 0),
+    )
 
 
 class Line(NamedTuple):
@@ -160,7 +184,7 @@ class Line(NamedTuple):
         return self.units * self.rate.usd
 
 
-ZERO_RATE = {c: Rate(c, Tier.STANDARD, 0, Decimal(0)) for c in Component}
+ZERO_RATE = {c: Rate(c, ServiceTier.STANDARD, 0, Decimal(0)) for c in Component}
 
 
 class Tariff:
@@ -169,17 +193,17 @@ class Tariff:
     __slots__ = ("_rates", "_thresholds", "base", "plain_limit")
 
     def __init__(self, rates: Iterable[Rate]) -> None:
-        self._rates: dict[tuple[Component, Tier, int], Rate] = {
+        self._rates: dict[tuple[Component, ServiceTier, int], Rate] = {
             (r.component, r.tier, r.above_tokens): r for r in rates
         }
-        self._thresholds: dict[Tier, tuple[int, ...]] = {}
-        standard = self._tier_thresholds(Tier.STANDARD)
-        fee = self._own(Component.REQUEST, Tier.STANDARD, ()) is not None
+        self._thresholds: dict[ServiceTier, tuple[int, ...]] = {}
+        standard = self._tier_thresholds(ServiceTier.STANDARD)
+        fee = self._own(Component.REQUEST, ServiceTier.STANDARD, ()) is not None
         self.plain_limit = -1 if fee else standard[-1] if standard else 2**31
-        """A plain request (`Usage.plain`) with at most this many prompt tokens costs its
+        """A plain request (`is_plain`) with at most this many prompt tokens costs its
         tokens at the `base` prices: the lowest standard threshold; -1 with a request fee."""
         self.base = tuple(
-            self.rate(c, Tier.STANDARD, ()).usd
+            self.rate(c, ServiceTier.STANDARD, ()).usd
             for c in (Component.INPUT, Component.OUTPUT, Component.CACHE_READ,
                       Component.CACHE_WRITE)
         )  # fmt: skip
@@ -197,7 +221,7 @@ class Tariff:
         """The seed's four columns as standard base rates, refined and extended by the
         components (a component replaces the column it rounds)."""
         seed = [
-            Rate(c, Tier.STANDARD, 0, per_1k / PER_1K)
+            Rate(c, ServiceTier.STANDARD, 0, per_1k / PER_1K)
             for c, per_1k in (
                 (Component.INPUT, input_per_1k), (Component.OUTPUT, output_per_1k),
                 (Component.CACHE_WRITE, cache_write_per_1k),
@@ -207,11 +231,11 @@ class Tariff:
         ]  # fmt: skip
         return cls([*seed, *components])
 
-    def _tier_thresholds(self, tier: Tier) -> tuple[int, ...]:
+    def _tier_thresholds(self, tier: ServiceTier) -> tuple[int, ...]:
         """The thresholds that count at `tier`, highest first."""
         found = self._thresholds.get(tier)
         if found is None:
-            tiers = (tier,) if tier is Tier.BATCH else (tier, Tier.STANDARD)
+            tiers = (tier,) if tier is ServiceTier.BATCH else (tier, ServiceTier.STANDARD)
             counted = {
                 above
                 for (component, t, above) in self._rates
@@ -220,12 +244,16 @@ class Tariff:
             found = self._thresholds[tier] = tuple(sorted(counted, reverse=True))
         return found
 
-    def passed(self, tier: Tier, prompt_tokens: int) -> tuple[int, ...]:
+    def passed(self, tier: ServiceTier, prompt_tokens: int) -> tuple[int, ...]:
         """The thresholds a prompt of `prompt_tokens` passes at `tier`, highest first."""
         return tuple(t for t in self._tier_thresholds(tier) if prompt_tokens > t)
 
-    def _own(self, component: Component, tier: Tier, passed: tuple[int, ...]) -> Rate | None:
-        tiers = (tier,) if tier is Tier.STANDARD or tier is Tier.BATCH else (tier, Tier.STANDARD)
+    def _own(self, component: Component, tier: ServiceTier, passed: tuple[int, ...]) -> Rate | None:
+        tiers = (
+            (tier,)
+            if tier is ServiceTier.STANDARD or tier is ServiceTier.BATCH
+            else (tier, ServiceTier.STANDARD)
+        )
         for above in (*passed, 0):
             for t in tiers:
                 rate = self._rates.get((component, t, above))
@@ -233,10 +261,10 @@ class Tariff:
                     return rate
         return None
 
-    def rate(self, component: Component, tier: Tier, passed: tuple[int, ...]) -> Rate:
+    def rate(self, component: Component, tier: ServiceTier, passed: tuple[int, ...]) -> Rate:
         """The price of `component` for a request at `tier` (not batch) past the `passed`
         thresholds."""
-        if component is Component.REASONING and tier is not Tier.STANDARD:
+        if component is Component.REASONING and tier is not ServiceTier.STANDARD:
             own = self._own(component, tier, passed)
             if own is not None and own.tier is tier:
                 return own
@@ -257,45 +285,48 @@ class Tariff:
         hits, which keep the standard cache-read price when there is no batch one; output
         of every kind has the batch output price, else half the standard output price.
         """
-        passed = self.passed(Tier.BATCH, prompt_tokens)
+        passed = self.passed(ServiceTier.BATCH, prompt_tokens)
         if component in OUTPUT_PARTS:
-            own = self._own(Component.OUTPUT, Tier.BATCH, passed)
+            own = self._own(Component.OUTPUT, ServiceTier.BATCH, passed)
             return (
-                own if own is not None else _halved(self.rate(Component.OUTPUT, Tier.STANDARD, ()))
+                own
+                if own is not None
+                else _halved(self.rate(Component.OUTPUT, ServiceTier.STANDARD, ()))
             )
-        own = self._own(component, Tier.BATCH, passed)
+        own = self._own(component, ServiceTier.BATCH, passed)
         if own is not None:
             return own
         if component is Component.CACHE_READ:
             standard = self._own(
-                component, Tier.STANDARD, self.passed(Tier.STANDARD, prompt_tokens)
+                component, ServiceTier.STANDARD, self.passed(ServiceTier.STANDARD, prompt_tokens)
             )
             if standard is not None:
                 return standard
         fallback = FALLBACK.get(component)
         if fallback is not None:
             return self.batch_rate(fallback, prompt_tokens)
-        return self.rate(component, Tier.STANDARD, ())
+        return self.rate(component, ServiceTier.STANDARD, ())
 
-    def lines(self, usage: Usage) -> list[Line]:
+    def lines(self, usage: Counts) -> list[Line]:
         """The priced parts of `usage` (parts of zero units left out)."""
         tier = usage.service_tier
-        parts = [
+        priced = [
             (part, units)
-            for part, units in usage.parts()
+            for part, units in parts(usage)
             if units and (part not in FEES or self._has_fee(part))
         ]
-        if tier is not Tier.BATCH:
+        if tier is not ServiceTier.BATCH:
             passed = self.passed(tier, usage.input_tokens)
-            return [Line(part, units, self.rate(part, tier, passed)) for part, units in parts]
-        if self._rates.get((Component.INPUT, Tier.BATCH, 0)) is None:
+            return [Line(part, units, self.rate(part, tier, passed)) for part, units in priced]
+        if self._rates.get((Component.INPUT, ServiceTier.BATCH, 0)) is None:
             # No batch prices: half the standard base prices (web search and fees in full).
+            standard = ServiceTier.STANDARD
             return [
-                Line(part, units, self._halved_unless_fee(self.rate(part, Tier.STANDARD, ())))
-                for part, units in parts
-            ]  # fmt: skip
+                Line(part, units, self._halved_unless_fee(self.rate(part, standard, ())))
+                for part, units in priced
+            ]
         return [Line(part, units, self.batch_rate(part, usage.input_tokens))
-                for part, units in parts]  # fmt: skip
+                for part, units in priced]  # fmt: skip
 
     def _has_fee(self, fee: Component) -> bool:
         return any(c is fee for c, _, _ in self._rates)
@@ -306,13 +337,13 @@ class Tariff:
 
 
 def _halved(rate: Rate) -> Rate:
-    return Rate(rate.component, Tier.BATCH, rate.above_tokens, rate.usd * HALF)
+    return Rate(rate.component, ServiceTier.BATCH, rate.above_tokens, rate.usd * HALF)
 
 
 Breakdown = dict[str, Any]
 
 
-def breakdown(usage: Usage, lines: list[Line], total: Decimal) -> Breakdown:
+def breakdown(usage: Counts, lines: list[Line], total: Decimal) -> Breakdown:
     """The ledger's `price_breakdown`: what the charge was made of (JSON; exact decimals as
     strings)."""
     return {

@@ -18,7 +18,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.tariff import Component, Rate, Tier
+from pipeline.core.events import ServiceTier
+from pipeline.core.tariff import Component, Rate
 from pipeline.errors import PipelineError
 
 
@@ -47,8 +48,8 @@ COMPONENT_KEYS: Mapping[str, Component] = {
     "input_cost_per_image_token": Component.IMAGE_INPUT,
     "input_cost_per_request": Component.REQUEST,
 }
-TIER_SUFFIXES: Mapping[str, Tier] = {
-    "batches": Tier.BATCH, "flex": Tier.FLEX, "priority": Tier.PRIORITY,
+TIER_SUFFIXES: Mapping[str, ServiceTier] = {
+    "batches": ServiceTier.BATCH, "flex": ServiceTier.FLEX, "priority": ServiceTier.PRIORITY,
 }  # fmt: skip
 _KEY = re.compile(
     "^(?P<price>"
@@ -143,7 +144,7 @@ def components_of(spec: Mapping[str, Any], inclusive: bool) -> tuple[Rate, ...] 
         above = 0
         if match["n"] is not None:
             above = int(match["n"]) * (1000 if match["k"] else 1) - (1 if inclusive else 0)
-        tier = TIER_SUFFIXES[match["tier"]] if match["tier"] else Tier.STANDARD
+        tier = TIER_SUFFIXES[match["tier"]] if match["tier"] else ServiceTier.STANDARD
         rates.append(Rate(COMPONENT_KEYS[match["price"]], tier, above, usd))
     rates = list({(r.component, r.tier, r.above_tokens): r
                   for r in (*rates, *tiered_of(spec))}.values())  # fmt: skip
@@ -170,7 +171,7 @@ def tiered_of(spec: Mapping[str, Any]) -> list[Rate]:
         for key, value in tier.items():
             usd = exact_price(value)
             if key in COMPONENT_KEYS and usd is not None:
-                rates.append(Rate(COMPONENT_KEYS[key], Tier.STANDARD, int(start), usd))
+                rates.append(Rate(COMPONENT_KEYS[key], ServiceTier.STANDARD, int(start), usd))
     return rates
 
 
@@ -184,21 +185,23 @@ def web_search_of(spec: Mapping[str, Any]) -> list[Rate]:
     usd = exact_price(search.get(size)) if isinstance(search, Mapping) else None
     google = provider == "gemini" or provider.startswith("vertex_ai")
     if not google or provider == "vertex_ai-anthropic_models":
-        return [Rate(Component.WEB_SEARCH, Tier.STANDARD, 0, usd)] if usd else []
+        return [Rate(Component.WEB_SEARCH, ServiceTier.STANDARD, 0, usd)] if usd else []
     per_query = spec.get("web_search_billing_unit") == "per_query"
     component = Component.WEB_SEARCH if per_query else Component.WEB_SEARCH_PROMPT
-    return [Rate(component, Tier.STANDARD, 0, GOOGLE_GROUNDING if usd is None else usd)]
+    return [Rate(component, ServiceTier.STANDARD, 0, GOOGLE_GROUNDING if usd is None else usd)]
 
 
 def vendor_defaults(provider: str, rates: list[Rate]) -> list[Rate]:
     """The prices a vendor bills that the map leaves to LiteLLM's code: Fireworks' cache
     hits at half the input price, xAI's web search calls."""
-    base = {r.component: r.usd for r in rates if r.tier is Tier.STANDARD and not r.above_tokens}
+    base = {
+        r.component: r.usd for r in rates if r.tier is ServiceTier.STANDARD and not r.above_tokens
+    }
     if provider == "fireworks_ai" and Component.CACHE_READ not in base and Component.INPUT in base:
         half = base[Component.INPUT] * FIREWORKS_CACHE_READ_RATIO
-        return [Rate(Component.CACHE_READ, Tier.STANDARD, 0, half)]
+        return [Rate(Component.CACHE_READ, ServiceTier.STANDARD, 0, half)]
     if provider == "xai" and Component.WEB_SEARCH not in base:
-        return [Rate(Component.WEB_SEARCH, Tier.STANDARD, 0, XAI_WEB_SEARCH)]
+        return [Rate(Component.WEB_SEARCH, ServiceTier.STANDARD, 0, XAI_WEB_SEARCH)]
     return []
 
 
@@ -213,9 +216,10 @@ def beyond_columns(price: PriceRow, rates: Iterable[Rate]) -> tuple[Rate, ...]:
         for c, column in zip(SEED_COLUMNS, price.values(), strict=True)
         if column is not None
     }
+    standard = ServiceTier.STANDARD
     return canonical(
         r for r in rates
-        if not (r.tier is Tier.STANDARD and not r.above_tokens and (r.component, r.usd) in held)
+        if not (r.tier is standard and not r.above_tokens and (r.component, r.usd) in held)
     )  # fmt: skip
 
 
@@ -230,7 +234,7 @@ def seed_column(rates: tuple[Rate, ...], component: Component) -> Decimal | str 
     reason if the column cannot hold it."""
     usd = next(
         (r.usd for r in rates
-         if r.component is component and r.tier is Tier.STANDARD and not r.above_tokens),
+         if r.component is component and r.tier is ServiceTier.STANDARD and not r.above_tokens),
         None,
     )  # fmt: skip
     if usd is None:

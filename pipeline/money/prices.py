@@ -24,7 +24,8 @@ from uuid import UUID
 import psycopg
 
 from pipeline.books.reference import COMPONENTS_OF_P
-from pipeline.core.tariff import FEES, Component, Rate, Tier, rates_of
+from pipeline.core.events import ServiceTier
+from pipeline.core.tariff import FEES, Component, Rate, rates_of
 from pipeline.money.catalog import (
     MAX_COMPONENT,
     MAX_PRICE,
@@ -256,7 +257,7 @@ def parse_component(spec: str) -> Rate:
         raise PriceError(f"{spec!r} is not {COMPONENT_SPEC_HELP.split(',')[0]}")
     try:
         component = Component(match["component"])
-        tier = Tier(match["tier"] or Tier.STANDARD)
+        tier = ServiceTier(match["tier"] or ServiceTier.STANDARD)
         usd = Decimal(match["usd"])
     except (ValueError, ArithmeticError) as exc:
         raise PriceError(f"{spec!r}: {exc}") from exc

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pipeline.core.tariff import Tariff, Tier, Usage
+from pipeline.core.events import ServiceTier
+from pipeline.core.tariff import Tariff, Usage
 from pipeline.money.catalog import CatalogEntry, load_litellm
 from tests.oracle.venv import CATALOG
 
 COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
           "output_tokens", "reasoning_tokens", "audio_output_tokens", "audio_input_tokens",
           "image_input_tokens", "web_search_requests")  # fmt: skip
-TIERS = tuple(t.value for t in Tier)
+TIERS = tuple(t.value for t in ServiceTier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,7 @@ def usage_of(request: dict[str, Any]) -> Usage:
         request["cache_write_tokens"], request["cache_write_1h_tokens"],
         request["reasoning_tokens"], request["audio_input_tokens"],
         request["image_input_tokens"], request["audio_output_tokens"],
-        request["web_search_requests"], Tier(request["service_tier"]),
+        request["web_search_requests"], ServiceTier(request["service_tier"]),
     )  # fmt: skip
 
 
@@ -125,7 +126,7 @@ def seed_cost(model: Model, request: dict[str, Any]) -> Decimal:
     plain = usage_of(request)._replace(
         cache_write_1h_tokens=0, reasoning_tokens=0, audio_input_tokens=0,
         image_input_tokens=0, audio_output_tokens=0, web_search_requests=0,
-        service_tier=Tier.STANDARD,
+        service_tier=ServiceTier.STANDARD,
     )  # fmt: skip
     exact = sum((line.usd for line in model.seed.lines(plain)), Decimal(0))
     return exact

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from pipeline.core.tariff import Component, Line, Tariff, Tier
+from pipeline.core.events import ServiceTier
+from pipeline.core.tariff import Component, Line, Tariff
 from pipeline.money.catalog import components_of
 from tests.oracle.catalog_requests import Model, usage_of
 
@@ -49,23 +50,27 @@ def explain(
     tariff = model.tariff
     causes = []
     if answer.get("cost") is None:
-        unroutable = usage.service_tier is Tier.BATCH and "GetLLMProvider" in str(answer["error"])
+        unroutable = usage.service_tier is ServiceTier.BATCH and "GetLLMProvider" in str(
+            answer["error"]
+        )
         return (["litellm_cannot_price"] if unroutable else []), None
     route = str(answer.get("route_provider") or "")
-    if (usage.service_tier in (Tier.FLEX, Tier.PRIORITY) and route in IGNORE_SERVICE_TIER
+    if (usage.service_tier in (ServiceTier.FLEX, ServiceTier.PRIORITY) and route in IGNORE_SERVICE_TIER
             and any(r.tier is usage.service_tier for r in model.entry.price.components)):  # fmt: skip
         causes.append("service_tier_ignored")
-        usage = usage._replace(service_tier=Tier.STANDARD)
+        usage = usage._replace(service_tier=ServiceTier.STANDARD)
     resolved = answer.get("resolved_key")
     if resolved and resolved != model.key and resolved in catalog:
         other = _tariff_of(catalog[resolved])
         if other.lines(usage) != tariff.lines(usage):
             causes.append("resolved_to_other_key")
             tariff = other
-    if usage.service_tier is Tier.BATCH and float(answer["cost"]) == 0.0:
+    if usage.service_tier is ServiceTier.BATCH and float(answer["cost"]) == 0.0:
         return ["batch_prices_nothing"], Decimal(0)
     spec = catalog[resolved or model.key]
-    half_price = usage.service_tier is Tier.BATCH and "input_cost_per_token_batches" not in spec
+    half_price = (
+        usage.service_tier is ServiceTier.BATCH and "input_cost_per_token_batches" not in spec
+    )
     if half_price and (
         usage.cache_write_1h_tokens or usage.audio_input_tokens or usage.image_input_tokens
         or usage.reasoning_tokens or usage.audio_output_tokens
@@ -76,7 +81,10 @@ def explain(
             reasoning_tokens=0, audio_output_tokens=0,
         )  # fmt: skip
     lines = tariff.lines(usage)
-    if usage.cache_write_1h_tokens and usage.service_tier in (Tier.FLEX, Tier.PRIORITY):
+    if usage.cache_write_1h_tokens and usage.service_tier in (
+        ServiceTier.FLEX,
+        ServiceTier.PRIORITY,
+    ):
         passed = tariff.passed(usage.service_tier, usage.input_tokens)
         base = tariff.rate(Component.CACHE_WRITE_1H, usage.service_tier, ())
         own = [line for line in lines if line.part is Component.CACHE_WRITE_1H]
@@ -88,7 +96,7 @@ def explain(
     if any(line.part is Component.REQUEST for line in lines):
         causes.append("request_fee_dropped")
         lines = [line for line in lines if line.part is not Component.REQUEST]
-    if usage.service_tier is Tier.BATCH:
+    if usage.service_tier is ServiceTier.BATCH:
         if (
             usage.cached_input_tokens
             and "input_cost_per_token_batches" not in spec

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pipeline.core.events import Rejection, UsageEvent, decode, gateway_alias
-from pipeline.core.pricing import Price, usage_of, vendor_cost
+from pipeline.core.pricing import Price, vendor_cost
 from pipeline.errors import Reason
 from pipeline.gateways.litellm import REQUEST_NAMESPACE, BilledUser, UserSource, to_event
 from pipeline.money.catalog import load_litellm
@@ -90,7 +90,7 @@ def test_our_catalog_prices_the_mapped_event_as_litellm_did(name: str) -> None:
     price = Price(uuid.uuid4(), mapped.model, row.input_per_1k, row.output_per_1k,
                   row.cache_input_per_1k, row.cache_hit_per_1k, datetime(2020, 1, 1, tzinfo=UTC),
                   None, row.components)  # fmt: skip
-    ours = vendor_cost(usage_of(mapped), price).usd
+    ours = vendor_cost(mapped, price).usd
     assert ours == Decimal(str(recorded["response_cost"])).quantize(Decimal("1E-8"))
     assert mapped.gateway_cost_usd is not None  # the hint the books keep next to ours
     assert mapped.gateway_cost_usd.quantize(Decimal("1E-8")) == ours

@@ -7,9 +7,9 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.core.events import ServiceTier as T
 from pipeline.core.tariff import Component as C
 from pipeline.core.tariff import Rate, Tariff, Usage
-from pipeline.core.tariff import Tier as T
 from pipeline.money.catalog import (
     PriceRow,
     ProviderRef,

@@ -6,9 +6,9 @@ from decimal import Decimal as D
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.core.events import ServiceTier as T
 from pipeline.core.tariff import Component as C
 from pipeline.core.tariff import Rate, Tariff, Usage
-from pipeline.core.tariff import Tier as T
 
 # A GPT-5-like model: long prompts past 272k cost double; flex half, priority double.
 GPT5 = Tariff.of(D("0.00125"), D("0.01"), None, D("0.000125"), [

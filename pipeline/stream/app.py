@@ -16,7 +16,6 @@ from pipeline.stream.booker import Booker, BookingConfig
 from pipeline.stream.kafka_access import KafkaAccess, faust_credentials
 from pipeline.stream.live_view import install_live_view
 from pipeline.stream.metrics import CONTENT_TYPE, new_metrics
-from pipeline.stream.rebalance import SeekUncommitted
 
 FETCH_BYTES_PER_PARTITION = 8 * 1024 * 1024
 METADATA_MAX_AGE_MS = 10_000
@@ -81,7 +80,6 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
         partitions=settings.topic_partitions,
         replicas=replicas,
     )
-    app.sensors.add(SeekUncommitted(settings.usage_topic))
     return app, usage
 
 

@@ -131,8 +131,10 @@ def exact_price(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
-def components_of(spec: Mapping[str, Any], inclusive: bool) -> tuple[Rate, ...] | str:
+def components_of(spec: Mapping[str, Any]) -> tuple[Rate, ...] | str:
     """The components of one catalog entry, or why one is unusable."""
+    provider = str(spec.get("litellm_provider"))
+    inclusive = provider in INCLUSIVE_THRESHOLDS
     rates = []
     for key, value in spec.items():
         match = _KEY.match(key)
@@ -149,7 +151,7 @@ def components_of(spec: Mapping[str, Any], inclusive: bool) -> tuple[Rate, ...] 
     rates = list({(r.component, r.tier, r.above_tokens): r
                   for r in (*rates, *tiered_of(spec))}.values())  # fmt: skip
     rates.extend(web_search_of(spec))
-    rates.extend(vendor_defaults(str(spec.get("litellm_provider")), rates))
+    rates.extend(vendor_defaults(provider, rates))
     if any(not r.usd.is_finite() or r.usd < 0 for r in rates):
         return "negative_price"
     if any(r.usd >= MAX_COMPONENT for r in rates):
@@ -266,7 +268,7 @@ def parse_entry(key: str, spec: Any) -> CatalogEntry | str:
     provider = spec.get("litellm_provider")
     if not isinstance(provider, str) or not provider:
         return "no_provider"
-    rates = components_of(spec, provider in INCLUSIVE_THRESHOLDS)
+    rates = components_of(spec)
     if isinstance(rates, str):
         return rates
     columns = [

@@ -18,11 +18,9 @@ from typing import Any
 from pipeline.core.events import ServiceTier
 from pipeline.core.tariff import Tariff, Usage
 from pipeline.money.catalog import CatalogEntry, load_litellm
+from tests.oracle.litellm_oracle import COUNTS
 from tests.oracle.venv import CATALOG
 
-COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
-          "output_tokens", "reasoning_tokens", "audio_output_tokens", "audio_input_tokens",
-          "image_input_tokens", "web_search_requests")  # fmt: skip
 TIERS = tuple(t.value for t in ServiceTier)
 
 
@@ -128,5 +126,4 @@ def seed_cost(model: Model, request: dict[str, Any]) -> Decimal:
         image_input_tokens=0, audio_output_tokens=0, web_search_requests=0,
         service_tier=ServiceTier.STANDARD,
     )  # fmt: skip
-    exact = sum((line.usd for line in model.seed.lines(plain)), Decimal(0))
-    return exact
+    return sum((line.usd for line in model.seed.lines(plain)), Decimal(0))

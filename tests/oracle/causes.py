@@ -38,7 +38,7 @@ SEARCH_FEES = frozenset({Component.WEB_SEARCH, Component.WEB_SEARCH_PROMPT})
 
 
 def _tariff_of(spec: Mapping[str, Any]) -> Tariff:
-    rates = components_of(spec, spec.get("litellm_provider") == "xai")
+    rates = components_of(spec)
     assert not isinstance(rates, str), rates
     return Tariff(rates)
 

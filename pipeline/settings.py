@@ -167,7 +167,7 @@ class Settings(BaseSettings):
     )
     """BROKER_SESSION_TIMEOUT: seconds before the group gives a silent worker's partitions
     to another (Faust's setting of that name, whose default 60 s kept a worker restarted
-    after kill -9 idle for a minute; the chaos drill runs with 6); 3 heartbeats or more."""
+    after kill -9 idle for a minute); 3 heartbeats or more."""
 
     worker_instance_id: str | None = Field(default=None, validation_alias="WORKER_INSTANCE_ID")
     """WORKER_INSTANCE_ID: this worker's static member id in the group (Kafka's

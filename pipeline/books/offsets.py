@@ -1,12 +1,14 @@
 """Booked-up-to offsets in PostgreSQL: the check that no consumed record was skipped.
 
 Each batch transaction records, per topic partition, the offset after the last record it
-booked. A later batch for that partition must start at or before it. If it starts
-after, the consumer skipped records (faust-streaming can acknowledge a range it never
-delivered, for example when a fetch races a rebalance or a broker restart), so the
-batch is not booked: the worker rewinds the group to the recorded offset and restarts.
-A range that is still skipped right after such a rewind holds no records (the broker
-starts past it, e.g. transaction markers) and is accepted.
+booked. A later batch for that partition must start at or before it, and hold every
+offset between its first record and its last. If it starts after, or has a hole, the
+consumer skipped records (faust-streaming can acknowledge a range it never delivered, and
+drops records it fetched while a rebalance stops its flow: a take that began before the
+rebalance and goes on after it misses them, see `pipeline.stream.refetch`), so the batch is
+not booked: the worker rewinds the group to the recorded offset and restarts. A range
+that is still skipped right after such a rewind holds no records (the broker starts past
+it, e.g. transaction markers) and is accepted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Span:
     partition: int
     first: int
     last: int
+    holes: tuple[tuple[int, int], ...] = ()
+    """Runs of offsets between `first` and `last` without a record (first, last of each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,22 +50,42 @@ class Booked:
 
 def spans(positions: Iterable[tuple[str, int, int]]) -> list[Span]:
     """Group (topic, partition, offset) triples into one span per partition."""
-    bounds: dict[tuple[str, int], tuple[int, int]] = {}
+    offsets: dict[tuple[str, int], set[int]] = {}
     for topic, partition, offset in positions:
-        low, high = bounds.get((topic, partition), (offset, offset))
-        bounds[topic, partition] = (min(low, offset), max(high, offset))
-    return [Span(t, p, low, high) for (t, p), (low, high) in sorted(bounds.items())]
+        offsets.setdefault((topic, partition), set()).add(offset)
+    return [_span(t, p, seen) for (t, p), seen in sorted(offsets.items())]
+
+
+def _span(topic: str, partition: int, seen: set[int]) -> Span:
+    first, last = min(seen), max(seen)
+    if len(seen) == last - first + 1:
+        return Span(topic, partition, first, last)
+    holes: list[tuple[int, int]] = []
+    previous = first
+    for offset in sorted(seen):
+        if offset > previous + 1:
+            holes.append((previous + 1, offset - 1))
+        previous = offset
+    return Span(topic, partition, first, last, tuple(holes))
 
 
 def find_gaps(batch: list[Span], booked: dict[tuple[str, int], Booked]) -> list[Gap]:
+    """The first run of unbooked records each span skips: before its first record, or in
+    a hole between its records (above what was booked already)."""
     gaps = []
     for span in batch:
         known = booked.get((span.topic, span.partition))
-        if known is None or span.first <= known.next_offset:
-            continue
-        if known.rewound_to == known.next_offset:
+        if known is not None and known.rewound_to == known.next_offset:
             continue  # already rewound there once: nothing to read in between
-        gaps.append(Gap(span.topic, span.partition, known.next_offset, span.first))
+        if known is not None and span.first > known.next_offset:
+            gaps.append(Gap(span.topic, span.partition, known.next_offset, span.first))
+            continue
+        done = span.first if known is None else known.next_offset
+        for _, high in span.holes:
+            if high >= done:
+                start = min(done, span.first) if known is None else done
+                gaps.append(Gap(span.topic, span.partition, start, high + 1))
+                break
     return gaps
 
 
@@ -104,19 +128,23 @@ async def check_and_advance(cur: Cursor, group: str, batch: list[Span]) -> list[
 
 
 async def mark_rewound(conn: psycopg.AsyncConnection[Any], group: str, gaps: list[Gap]) -> None:
-    """Remember the rewind, so a range with no records is not rewound to forever."""
+    """Remember the rewind, so a range with no records is not rewound to forever (a
+    partition the group never booked from starts its row at the rewind)."""
     async with conn.transaction():
         await conn.execute(
             """
-            UPDATE consumer_offsets AS o SET rewound_to = v.expected, updated_at = now()
+            INSERT INTO consumer_offsets AS o
+                (consumer_group, topic, partition, next_offset, rewound_to)
+            SELECT %s, v.topic, v.partition, v.expected, v.expected
             FROM unnest(%b::text[], %b::int[], %b::bigint[]) AS v(topic, partition, expected)
-            WHERE o.consumer_group = %s AND o.topic = v.topic AND o.partition = v.partition
+            ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
+                rewound_to = EXCLUDED.rewound_to, updated_at = now()
             """,
             (
+                group,
                 [g.topic for g in gaps],
                 [g.partition for g in gaps],
                 [g.expected for g in gaps],
-                group,
             ),
         )
 
@@ -129,3 +157,15 @@ class SkippedRecords(Exception):
             ", ".join(f"{g.topic}[{g.partition}] {g.expected}..{g.got - 1}" for g in gaps)
         )
         self.gaps = gaps
+
+
+async def booked_up_to(
+    conn: psycopg.AsyncConnection[Any], group: str, topic: str
+) -> dict[int, int]:
+    """Per partition of `topic`, the offset after the last record `group` booked."""
+    cur = await conn.execute(
+        "SELECT partition, next_offset FROM consumer_offsets"
+        " WHERE consumer_group = %s AND topic = %s",
+        (group, topic),
+    )
+    return {partition: offset for partition, offset in await cur.fetchall()}

@@ -11,7 +11,7 @@ import faust
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.settings import Settings
-from pipeline.stream import kafka_io, logs, timers, usage_agent
+from pipeline.stream import kafka_io, logs, refetch, timers, usage_agent
 from pipeline.stream.booker import Booker, BookingConfig
 from pipeline.stream.kafka_access import KafkaAccess, faust_credentials
 from pipeline.stream.live_view import install_live_view
@@ -123,6 +123,8 @@ def create_app(settings: Settings, database_url: str, kafka: KafkaAccess) -> fau
     async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return view.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
-    usage_agent.install(app, usage, outputs, booker, metrics, live, settings)
+    activity = refetch.Activity()
+    usage_agent.install(app, usage, outputs, booker, metrics, live, settings, activity)
     timers.install(app, usage, booker, metrics, database_url, settings)
+    refetch.install(app, usage.get_topic_name(), pool, settings.worker_id, activity)
     return app

@@ -30,6 +30,7 @@ from pipeline.stream.booker import BatchResult, Booker, lanes
 from pipeline.stream.dlq import SourceMessage
 from pipeline.stream.live_view import LiveUsage
 from pipeline.stream.metrics import Metrics, observe_batch
+from pipeline.stream.refetch import Activity
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def install(
     metrics: Metrics,
     live: LiveUsage | None,
     settings: Settings,
+    activity: Activity,
 ) -> None:
     @app.agent(usage)
     async def book_usage(stream: faust.StreamT[bytes]) -> None:
@@ -63,10 +65,12 @@ def install(
         await booker.pool.open(wait=False)
         heap.spare_startup_heap()
         async for taken in takes(settings, stream):
+            activity.started += 1
             _hold(taken)
             records = [_source(e) for e in taken]
             await asyncio.gather(*map(book_lane, lanes(records, settings.booking_lanes)))
             _release(app, taken)
+            activity.finished += 1
 
     async def book_lane(records: list[SourceMessage]) -> None:
         for events, decoded in booker.chunks(records):

@@ -167,7 +167,9 @@ def _run(pipeline: float, floor: float, copy: float, p99_at_1k: float) -> dict:
         }
 
     def point(shape: str, offered: float | None, booked: float, p99: float) -> dict:
+        view = {"p50_ms": 1.0, "p99_ms": p99_at_1k / 20} if offered == 1000.0 else None
         return {
+            "live_view": view,
             "record_shape": shape,
             "workers": 1,
             "offered_eps": offered,
@@ -218,6 +220,7 @@ def test_summary_takes_medians_then_ratios_stages_and_targets() -> None:
     assert stages["rest"] == pytest.approx(200 - 130 - 8 - 20 - 15 - 1)
     [at_1k] = [p for p in s["sweep"] if p["offered_eps"] == 1000.0]
     assert at_1k["p99_ms"] == 100 and at_1k["p99_ms_worst"] == 160
+    assert at_1k["view_p99_ms"] == 5.0
     assert [p["record_shape"] for p in s["sweep"]] == ["single", "single", "single", "batch"]
     verdicts = {t["name"]: t["verdict"] for t in s["targets"]}
     assert verdicts == {
@@ -231,6 +234,7 @@ def test_summary_takes_medians_then_ratios_stages_and_targets() -> None:
         "batch_vs_copy": "MET",
         "batch_booked_at_5k": "MET",
         "batch_p99_at_5k": "MET",
+        "view_p99_at_1k": "MET",  # the median run's 5 ms
     }
     lines = results.tables(s)
     assert any("6,000" in line and "pipeline" in line for line in lines)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from pipeline.core.live_usage import DayTotals
 from pipeline.core.pricing import MarginConfig, Price
 from pipeline.ops.chaos.verdict import (
     KILL,
@@ -24,6 +25,7 @@ from pipeline.ops.chaos.verdict import (
     Totals,
     expect,
     fault_plan,
+    live_view_check,
     survivor_goal,
     verdict,
 )
@@ -143,3 +145,28 @@ def test_survivor_goal_lies_within_the_lines_published_for_it() -> None:
     assert lines > sent and bisect_right(booked_at, lines - 1) == goal
     assert survivor_goal(booked_at, at=10, sent=sent) == (15, sent)  # published already
     assert survivor_goal(booked_at, at=100, sent=sent) == (100, 199)  # the whole sample
+
+
+A, B = uuid.uuid4(), uuid.uuid4()
+DAY = DayTotals(3, 300, 600, 12, Decimal("0.0105"))
+
+
+def test_a_live_view_equal_to_the_ledger_passes_whatever_the_faults() -> None:
+    check = live_view_check({A: DAY}, {A: DAY, B: DayTotals()}, faults=[])
+    assert check.passed, check.detail
+    assert check.detail.startswith("2 of 2 users equal")
+
+
+def test_a_short_view_passes_only_when_a_fault_of_the_run_can_lose_increments() -> None:
+    short = {A: DayTotals(2, 200, 400, 8, Decimal("0.007"))}
+    assert live_view_check({A: DAY}, short, faults=[KILL]).passed
+    unexplained = live_view_check({A: DAY}, short, faults=[RESTART_POSTGRES])
+    assert not unexplained.passed
+    assert "short by 1 requests" in unexplained.detail
+    assert "no fault of the run explains it" in unexplained.detail
+
+
+def test_a_view_above_the_books_or_unanswered_fails_even_after_kills() -> None:
+    above = DayTotals(3, 300, 600, 12, Decimal("0.0106"))
+    assert not live_view_check({A: DAY}, {A: above}, faults=[KILL]).passed
+    assert not live_view_check({A: DAY}, {A: None}, faults=[KILL]).passed

@@ -1,4 +1,7 @@
+from faust.types import TP
+
 from pipeline.books.offsets import Booked, Gap, Span, find_gaps, spans
+from pipeline.stream.refetch import to_seek
 
 
 def test_spans_group_offsets_per_partition_whatever_the_order() -> None:
@@ -22,3 +25,39 @@ def test_a_gap_still_there_after_rewinding_to_it_holds_no_records() -> None:
     batch = [Span("u", 0, 12, 30)]
     assert find_gaps(batch, {("u", 0): Booked(10, rewound_to=10)}) == []
     assert find_gaps(batch, {("u", 0): Booked(10, rewound_to=7)}) == [Gap("u", 0, 10, 12)]
+
+
+def test_a_span_keeps_the_holes_between_its_records() -> None:
+    [span] = spans([("u", 0, o) for o in (50, 51, 53, 54, 57, 52, 51)])
+    assert span == Span("u", 0, 50, 57, holes=((55, 56),))
+
+
+def test_a_batch_with_a_hole_above_the_booked_offset_is_rewound_to_the_books() -> None:
+    [span] = spans([("u", 0, o) for o in (50, 51, 53)])
+    assert find_gaps([span], {("u", 0): Booked(50, None)}) == [Gap("u", 0, 50, 53)]
+    assert find_gaps([span], {}) == [Gap("u", 0, 50, 53)]  # never booked: rewind to its start
+
+
+def test_a_hole_in_what_was_booked_already_or_left_after_a_rewind_is_no_gap() -> None:
+    [span] = spans([("u", 0, o) for o in (40, 41, 43, 60)])
+    assert find_gaps([span], {("u", 0): Booked(60, None)}) == []  # 42 was booked before
+    assert find_gaps([span], {("u", 0): Booked(40, rewound_to=40)}) == []
+
+
+U0, U1, U2 = TP("u", 0), TP("u", 1), TP("u", 2)
+
+
+def test_a_partition_fetched_past_its_books_on_two_ticks_is_sought_back() -> None:
+    now = {U0: (100, 95), U1: (40, 40), U2: (7, 3)}
+    before = {U0: (100, 95), U1: (40, 40), U2: (6, 3)}  # U2 moved: still arriving
+    assert to_seek(now, before, sought={}) == {U0: 95}
+
+
+def test_a_partition_ahead_for_the_first_tick_is_not_sought_yet() -> None:
+    assert to_seek({U0: (100, 95)}, before={}, sought={}) == {}
+
+
+def test_a_range_still_ahead_after_its_seek_is_left_alone() -> None:
+    now = {U0: (100, 95)}
+    assert to_seek(now, now, sought={U0: (100, 95)}) == {}
+    assert to_seek(now, now, sought={U0: (90, 85)}) == {U0: 95}

@@ -134,6 +134,7 @@ def summarize_sweep(sweeps: Sequence[Sequence[Mapping[str, Any]]]) -> list[Json]
             p for sweep in sweeps for p in sweep if _point_key(p) == (shape, workers, offered)
         ]
         latencies = [p["latency"] for p in points]
+        views = [p["live_view"] for p in points if p.get("live_view")]
         worst = [x.get("p99_ms") for x in latencies if x.get("p99_ms") is not None]
         summary.append(
             {
@@ -147,6 +148,7 @@ def summarize_sweep(sweeps: Sequence[Sequence[Mapping[str, Any]]]) -> list[Json]
                 "booked_share": stats.median_of(points, "booked_share"),
                 "books_exact": all(p["books_exact"] for p in points),
                 "runs": len(points),
+                **({"view_p99_ms": stats.median_of(views, "p99_ms")} if views else {}),
             }
         )
     return summary
@@ -189,6 +191,8 @@ def targets(runners: Json, ratios: Json, sweep: list[Json], stages: Json) -> lis
           batch_5k.get("booked_share")),
         T("batch_p99_at_5k", "batch records, 5,000/s offered: p99 <= 500 ms", 500, False,
           batch_5k.get("p99_ms")),
+        T("view_p99_at_1k", "live view at 1,000/s offered: /usage/today p99 <= 5 ms", 5, False,
+          at_1k.get("view_p99_ms")),
     ]  # fmt: skip
 
 

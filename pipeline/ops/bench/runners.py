@@ -101,7 +101,9 @@ def _from_ledger(
     )
 
 
-def _worker_env(ctx: Context, database: str, topic: str, group: str) -> dict[str, str]:
+def _worker_env(
+    ctx: Context, database: str, topic: str, group: str, web_port: int
+) -> dict[str, str]:
     return dict(
         ctx.base_env,
         DATABASE_URL=database,
@@ -110,17 +112,20 @@ def _worker_env(ctx: Context, database: str, topic: str, group: str) -> dict[str
         DLQ_TOPIC=f"{topic}.dlq",
         ALERTS_TOPIC=f"{topic}.alerts",
         WORKER_ID=group,
-        WORKER_WEB_PORT=str(free_port()),
+        WORKER_WEB_PORT=str(web_port),
         USAGE_PIPELINE_STATE_DIR=str(ctx.stack.settings.state_dir / group),
         TOPIC_PARTITIONS=str(ctx.stack.settings.topic_partitions),
     )
 
 
-def start_worker(ctx: Context, database: str, topic: str, group: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    ctx: Context, database: str, topic: str, group: str, web_port: int | None = None
+) -> subprocess.Popen[bytes]:
     for extra in (f"{topic}.dlq", f"{topic}.alerts"):
         asyncio.run(kafka_io.ensure_topic(KafkaAccess(ctx.stack.bootstrap), extra, 1))
     log = ctx.stack.settings.state_dir / f"{group}.log"
-    return worker_process.start_worker(_worker_env(ctx, database, topic, group), log)
+    env = _worker_env(ctx, database, topic, group, web_port or free_port())
+    return worker_process.start_worker(env, log)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -192,7 +197,7 @@ def run_floor(ctx: Context, topic: str, stream: Stream) -> RunnerResult:
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.ops.bench.floor", "--expect", str(len(stream.lines)),
          "--out", str(out)],
-        env=_worker_env(ctx, "", topic, group),
+        env=_worker_env(ctx, "", topic, group, free_port()),
         stdout=log,
         stderr=log,
     )  # fmt: skip

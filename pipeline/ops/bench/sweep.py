@@ -23,6 +23,8 @@ from pipeline.ops.bench import measure, stats
 from pipeline.ops.bench.publish import Published, first_publish_ms, publish
 from pipeline.ops.bench.runners import Context, start_worker, stop, wait_rows
 from pipeline.ops.bench.traffic import Stream, as_batch_records
+from pipeline.ops.bench.view_probe import ViewProbe
+from pipeline.ops.devstack.ports import free_port
 from pipeline.stream import kafka_io
 from pipeline.stream.kafka_access import KafkaAccess
 
@@ -51,6 +53,9 @@ class SweepPoint:
     """Publish span / commit span of the point's events: 1.0 when the worker books them
     as fast as they are offered (rates of records would mix in the redeliveries and
     malformed records, which are never booked)."""
+    live_view: dict[str, float | None] | None = None
+    """The live view's latency while this point was booked (`view_probe`; the first
+    fixed-rate point of one worker on single-event records, when the view is on)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +113,11 @@ def rate_sweep(
         )
     )
     database = ctx.stack.database(f"bench_s_{name}")
-    processes = [start_worker(ctx, database, topic, f"bench-sweep-{name}") for _ in range(workers)]
+    web_port = free_port()
+    processes = [
+        start_worker(ctx, database, topic, f"bench-sweep-{name}", web_port if i == 0 else None)
+        for i in range(workers)
+    ]
     points: list[SweepPoint] = []
     try:
         with measure.ProcessSampler(processes[0].pid, ctx.stack.postmaster_pid()) as sampler:
@@ -118,9 +127,12 @@ def rate_sweep(
             wait_rows(ctx, database, booked, processes, "the worker")
             for index, rate in enumerate(rates):
                 stream = make_stream(point_size(rate, seconds, rates), index)
-                published, publish_ms, records = _publish(ctx, topic, stream, rate, shape)
-                booked += stream.unique_valid
-                wait_rows(ctx, database, booked, processes, "the worker")
+                probed = index == 0 and rate is not None and shape == "single" and workers == 1
+                users = sorted({k.decode() for k in stream.keys if k}) if probed else []
+                with ViewProbe(web_port, users) as probe:
+                    published, publish_ms, records = _publish(ctx, topic, stream, rate, shape)
+                    booked += stream.unique_valid
+                    wait_rows(ctx, database, booked, processes, "the worker")
                 timing = measure.ledger_timing(database, publish_ms)
                 cpu, db_cpu = sampler.cpu_between(timing.first_commit, timing.last_commit)
                 point = SweepPoint(
@@ -137,6 +149,7 @@ def rate_sweep(
                     workers=workers,
                     record_shape=shape,
                     booked_share=stats.ratio(published.seconds, timing.span),
+                    live_view=probe.summary(),
                 )
                 points.append(point)
                 ctx.progress(_describe(point))

@@ -32,6 +32,8 @@ from pipeline.ops.chaos.edges import (
     HELD_BACK,
     Publisher,
     Worker,
+    ledger_day,
+    live_view,
     observe,
     price_book,
     set_read_only,
@@ -45,6 +47,7 @@ from pipeline.ops.chaos.verdict import (
     Check,
     expect,
     fault_plan,
+    live_view_check,
     survivor_goal,
     verdict,
 )
@@ -59,9 +62,9 @@ from pipeline.stream.kafka_access import KafkaAccess
 
 WORKERS = 2
 GROUP = "usage-pipeline-chaos"
-SESSION_TIMEOUT_SECONDS = 6
-"""A SIGKILLed member holds its partitions until its session expires (Faust's default 60 s)."""
 SECONDS_PER_FAULT = 4.0
+LIVE_VIEW_WAIT_SECONDS = 30.0
+"""How long a worker may answer the live view with 503 (rebalancing) after the drain."""
 READ_ONLY_SECONDS = (3.0, 10.0)
 """How long PostgreSQL stays read-only: at least the first, and until a worker has been
 seen retrying a batch it refused, at most the second."""
@@ -129,6 +132,7 @@ class Drill:
             }
         )
         self.workers: list[Worker] = []
+        self.faults: list[str] = []
         self.publisher: Publisher | None = None
         self.database_url = self.bootstrap = self.worker_database_url = ""
 
@@ -204,7 +208,7 @@ class Drill:
             )
         )
         self.start_workers()
-        faults = fault_plan(self.config.kills, self.rng)
+        self.faults = faults = fault_plan(self.config.kills, self.rng)
         seconds = SECONDS_PER_FAULT * len(faults) + 8
         self.publisher = Publisher(
             self.bootstrap,
@@ -229,6 +233,7 @@ class Drill:
         self.wait(lambda: not self.publisher_alive(), "the publisher to finish")
         self.wait(lambda: self.lag() == 0, "the consumer group to drain the topic")
         note("drained", f"{self.booked()} ledger rows, lag 0")
+        view_check = self.check_live_view()
         for worker in self.workers:
             worker.down_on_purpose = True
             worker.stop()
@@ -240,7 +245,22 @@ class Drill:
         )
         with psycopg.connect(self.database_url) as conn:
             observed = observe(conn, letters)
-        return verdict(expected, observed, sample.DEMO_USERS)
+        return [*verdict(expected, observed, sample.DEMO_USERS), view_check]
+
+    def check_live_view(self) -> Check:
+        """Each demo user's live view of today, asked of a worker after the drain, against
+        the ledger's rows of that day."""
+        port = next(w.port for w in self.workers if w.exit_code() is None)
+        seen = {u.id: live_view(port, u.id, LIVE_VIEW_WAIT_SECONDS) for u in sample.DEMO_USERS}
+        days = {answer[0] for answer in seen.values() if answer is not None}
+        day = min(days) if days else datetime.now(UTC).date().isoformat()
+        with psycopg.connect(self.database_url) as conn:
+            ledger = ledger_day(conn, day)
+        views = {
+            user: answer[1] if answer is not None and answer[0] == day else None
+            for user, answer in seen.items()
+        }
+        return live_view_check(ledger, views, self.faults)
 
     def publisher_alive(self) -> bool:
         return self.publisher is not None and self.publisher.is_alive()
@@ -255,9 +275,7 @@ class Drill:
             ALERTS_TOPIC=self.settings.alerts_topic,
             TOPIC_PARTITIONS=str(self.config.partitions),
             WORKER_ID=GROUP,
-            # Faust's own settings, read by Faust from its environment.
-            BROKER_SESSION_TIMEOUT=str(SESSION_TIMEOUT_SECONDS),
-            BROKER_HEARTBEAT_INTERVAL="1",
+            LIVE_USAGE_VIEW="true",  # checked after the drain (`check_live_view`)
         )
         for index in range(WORKERS):
             worker = Worker(f"worker-{index + 1}", env, self.root / f"worker-{index + 1}")

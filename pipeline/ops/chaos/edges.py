@@ -1,21 +1,27 @@
 """The chaos drill's edges: worker processes, the paced publisher, the SQL reads of the
-price snapshot before the run and of the books after it, and the SQL that makes the
-server read-only for a while."""
+price snapshot before the run and of the books after it, the workers' live view, and the
+SQL that makes the server read-only for a while."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
 from pipeline.books import reference
 from pipeline.core import records
+from pipeline.core.live_usage import DayTotals
 from pipeline.core.pricing import MarginConfig
 from pipeline.money.reconcile import reconcile
 from pipeline.ops.chaos.verdict import Observed, PriceBook, Totals
@@ -188,3 +194,36 @@ def observe(conn: psycopg.Connection[Any], letters: Counter[tuple[bytes, str]]) 
     }
     violations = [str(v) for v in reconcile(conn)]
     return Observed(usage, deductions, letters, violations, totals)
+
+
+def live_view(port: int, user: UUID, timeout: float) -> tuple[str, DayTotals] | None:
+    """The day and `user`'s usage of it in the live view of the worker on `port`, asked
+    until it answers 200 (a worker rebalancing answers 503) or `timeout` passes."""
+    url = f"http://127.0.0.1:{port}/users/{user}/usage/today"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body = json.load(response)
+            return body["day"], DayTotals.from_json(body)
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
+
+
+def ledger_day(conn: psycopg.Connection[Any], day: str) -> dict[UUID, DayTotals]:
+    """Each user's ledger rows of one UTC day (of the request's start, as the view counts)."""
+    return {
+        row[0]: DayTotals(*row[1:])
+        for row in conn.execute(
+            """
+            SELECT user_id, count(*), sum(input_tokens), sum(output_tokens),
+                   sum(credits_deducted), sum(vendor_cost)
+            FROM token_usage_ledger
+            WHERE (request_started_at AT TIME ZONE 'UTC')::date = %s::date
+            GROUP BY user_id
+            """,
+            (day,),
+        )
+    }

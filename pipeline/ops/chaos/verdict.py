@@ -14,13 +14,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from uuid import UUID
 
 from pipeline.core.events import Rejection, UsageEvent, decode
+from pipeline.core.live_usage import DayTotals
 from pipeline.core.pricing import (
     MarginConfig,
     Price,
@@ -258,3 +259,41 @@ def fault_plan(kills: int, rng: random.Random) -> list[str]:
     faults = [KILL] * kills + [KILL_ONE_OF_TWO, RESTART_POSTGRES, READ_ONLY_POSTGRES, RESTART_KAFKA]
     rng.shuffle(faults)
     return faults
+
+
+VIEW_LOSING_FAULTS = (KILL, KILL_ONE_OF_TWO, RESTART_KAFKA)
+"""Faults that can lose view increments (README, "Live usage view"): a worker gone between
+a commit and its changelog write, a rebalance."""
+
+
+def live_view_check(
+    ledger: dict[UUID, DayTotals], view: dict[UUID, DayTotals | None], faults: Sequence[str]
+) -> Check:
+    """After the drain, each user's live view of today against the ledger's rows of today:
+    equal, or short where a fault of the run explains it; never above the books."""
+    unanswered = [u for u, seen in view.items() if seen is None]
+    answered = {u: seen for u, seen in view.items() if seen is not None}
+    equal = [u for u, seen in answered.items() if seen == ledger.get(u, DayTotals())]
+    above = [u for u, seen in answered.items() if not _at_most(seen, ledger.get(u, DayTotals()))]
+    short = [u for u in answered if u not in equal and u not in above]
+    losing = [f for f in faults if f in VIEW_LOSING_FAULTS]
+    missed = sum(ledger.get(u, DayTotals()).requests - answered[u].requests for u in short)
+    detail = (
+        f"{len(equal)} of {len(view)} users equal the ledger's day; {len(short)} short by "
+        f"{missed} requests in all, {len(above)} above it, {len(unanswered)} unanswered"
+    )
+    if short:
+        detail += (
+            f" (explained: {len(losing)} faults that can lose view increments)"
+            if losing
+            else " (no fault of the run explains it)"
+        )
+    return Check(
+        "the live view's totals equal the ledger's day",
+        not above and not unanswered and (not short or bool(losing)),
+        detail,
+    )
+
+
+def _at_most(seen: DayTotals, books: DayTotals) -> bool:
+    return all(a <= b for a, b in zip(astuple(seen), astuple(books), strict=True))

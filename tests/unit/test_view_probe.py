@@ -53,6 +53,14 @@ def test_the_probe_times_answers_and_counts_refusals(worker_port: int) -> None:
     assert 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]  # type: ignore[operator]
 
 
+def test_the_probe_asks_at_its_pace(worker_port: int) -> None:
+    with ViewProbe(worker_port, ["a"], rate=50) as probe:
+        started = time.monotonic()
+        _until(lambda: len(probe.latencies_ms) >= 10)
+        took = time.monotonic() - started
+    assert took >= 9 / 50  # ten answers at 50 a second take at least nine intervals
+
+
 def test_a_worker_without_the_view_gives_no_figures(worker_port: int) -> None:
     with ViewProbe(worker_port, ["c"]) as probe:
         _until(lambda: probe.errors >= 3)

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from pipeline.ops.bench.view_probe import ViewProbe
 from pipeline.ops.devstack.ports import free_port
+from pipeline.ops.devstack.waiting import wait_until
 
 
 @pytest.fixture
@@ -38,10 +39,7 @@ def worker_port() -> Iterator[int]:
 
 
 def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the probe made no progress"
-        time.sleep(0.01)
+    assert wait_until(condition, seconds, interval=0.01), "the probe made no progress"
 
 
 def test_the_probe_times_answers_and_counts_refusals(worker_port: int) -> None:

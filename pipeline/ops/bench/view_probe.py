@@ -53,8 +53,8 @@ class ViewProbe:
             for url in itertools.cycle(self.urls):
                 if self._stop.is_set():
                     return
-                due += self.interval
                 started = time.perf_counter()
+                due = max(due, started) + self.interval  # no burst to catch up after a stall
                 try:
                     async with session.get(url) as response:
                         await response.read()

@@ -148,6 +148,13 @@ class Settings(BaseSettings):
     live_usage_view: bool = Field(default=False, validation_alias="LIVE_USAGE_VIEW")
     """LIVE_USAGE_VIEW: serve /users/{id}/usage/today from a Faust windowed table (opt-in)."""
 
+    live_usage_flush_seconds: float = Field(
+        default=1.0, gt=0, validation_alias="LIVE_USAGE_FLUSH_SECONDS"
+    )
+    """LIVE_USAGE_FLUSH_SECONDS: how often booked usage is written into the view's table (its
+    changelog); the owning worker's answers include what is not written yet, a kill -9 loses
+    at most this much of the view."""
+
     expiry_interval_seconds: float = Field(
         default=60.0, gt=0, validation_alias="EXPIRY_INTERVAL_SECONDS"
     )

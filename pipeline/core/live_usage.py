@@ -82,12 +82,12 @@ def parse_user_id(text: str) -> UUID | str:
         return f"user_id must be a UUID, got {shown!r}"
 
 
-def view(user_id: UUID, day: date, stored: Mapping[str, Any]) -> dict[str, Any]:
+def view(user_id: UUID, day: date, totals: DayTotals) -> dict[str, Any]:
     """The JSON body of `GET /users/{user_id}/usage/today`."""
     return {
         "user_id": str(user_id),
         "day": day.isoformat(),
-        **DayTotals.from_json(stored).to_json(),
+        **totals.to_json(),
         "source": "live",
         "best_effort": True,
         "note": BEST_EFFORT_NOTE,

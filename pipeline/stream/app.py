@@ -95,7 +95,11 @@ def create_app(settings: Settings, database_url: str, kafka: KafkaAccess) -> fau
         )
         for name in (settings.dlq_topic, settings.alerts_topic)
     ]
-    live = install_live_view(app, usage) if settings.live_usage_view else None
+    live = (
+        install_live_view(app, usage, settings.live_usage_flush_seconds)
+        if settings.live_usage_view
+        else None
+    )
     # A connection per lane, one for the alert outbox and one spare.
     pool = AsyncConnectionPool(
         database_url, open=False, min_size=1, max_size=settings.booking_lanes + 2

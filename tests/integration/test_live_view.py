@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 2  # the harness's TOPIC_PARTITIONS
 LIVE = {"LIVE_USAGE_VIEW": "true"}
+NO_TIMED_FLUSH = {"LIVE_USAGE_FLUSH_SECONDS": "3600"}
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
@@ -73,7 +74,8 @@ def test_live_view_equals_todays_ledger_and_ignores_duplicates(
     new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Any
 ) -> None:
     port = free_port()
-    h = Harness(new_books(), kafka_bootstrap, env_overrides=LIVE)
+    # no timed flush: the view answers from what is pending, and only the stop writes it
+    h = Harness(new_books(), kafka_bootstrap, env_overrides=LIVE | NO_TIMED_FLUSH)
     h.env_overrides["WORKER_WEB_PORT"] = str(port)
     user, other = new_user(h, credits=10_000), new_user(h, credits=10_000)
     now = datetime.now(UTC)
@@ -117,6 +119,14 @@ def test_live_view_equals_todays_ledger_and_ignores_duplicates(
         status, error = get(port, "/users/not-a-uuid/usage/today")
         assert status == 400
         assert error == {"error": "user_id must be a UUID, got 'not-a-uuid'"}
+
+        # a clean stop writes what was pending into the table's changelog, and the next
+        # start recovers it from there
+        h.stop_worker()
+        h.start_worker(tmp_path)
+        again = wait_for(lambda: h.alive() and matches_ledger(h, port, user), 60,
+                         f"the view to survive a restart (log: {h.log_path})")  # fmt: skip
+        assert again["requests"] == body["requests"]
     finally:
         h.stop_worker()
 

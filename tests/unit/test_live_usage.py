@@ -96,11 +96,11 @@ def test_user_id_from_the_path():
 
 
 def test_view_body_is_marked_live_and_best_effort():
-    body = view(ALICE, date(2026, 3, 1), DayTotals(2, 5, 6, 7, Decimal("0.1")).to_json())
+    body = view(ALICE, date(2026, 3, 1), DayTotals(2, 5, 6, 7, Decimal("0.1")))
     assert body == {
         "user_id": str(ALICE), "day": "2026-03-01", "requests": 2, "input_tokens": 5,
         "output_tokens": 6, "credits": 7, "vendor_cost": "0.1", "source": "live",
         "best_effort": True, "note": body["note"],
     }  # fmt: skip
     assert "books" in body["note"]
-    assert view(BOB, date(2026, 3, 1), {})["requests"] == 0
+    assert view(BOB, date(2026, 3, 1), DayTotals())["requests"] == 0

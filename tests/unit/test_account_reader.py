@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -21,22 +21,34 @@ class Books:
 
     def __init__(self) -> None:
         self.reads: list[list[UUID]] = []
+        self.began: asyncio.Queue[None] = asyncio.Queue()  # one item per read begun
         self.go = asyncio.Event()
         self.fail: Exception | None = None
 
     async def read(self, users: Sequence[UUID]) -> dict[UUID, Account]:
         self.reads.append(list(users))
+        self.began.put_nowait(None)
         await self.go.wait()
         if self.fail is not None:
             raise self.fail
         return {u: Account(u, i, None, NOW) for i, u in enumerate(USERS[:-1]) if u in users}
 
 
-async def until(holds: Callable[[], bool]) -> None:
-    """Let the loop run until `holds()`, failing after DEADLINE_SECONDS."""
+async def reads_begun(books: Books, count: int) -> None:
+    """Wait until `count` more reads have begun, failing after DEADLINE_SECONDS."""
     async with asyncio.timeout(DEADLINE_SECONDS):
-        while not holds():
-            await asyncio.sleep(0)  # let the other tasks run
+        for _ in range(count):
+            await books.began.get()
+
+
+async def first_steps_taken() -> None:
+    """Return once every task created before this call has run its first step: the loop
+    runs ready tasks in the order they were scheduled, so a task made now runs after them."""
+
+    async def nothing() -> None:
+        return None
+
+    await asyncio.ensure_future(nothing())
 
 
 def test_lookups_arriving_while_the_connections_are_busy_share_the_next_query() -> None:
@@ -44,9 +56,10 @@ def test_lookups_arriving_while_the_connections_are_busy_share_the_next_query() 
         books = Books()
         reader = AccountReader(books.read, in_flight=1)
         first = asyncio.ensure_future(reader.account(USERS[0]))
-        await until(lambda: len(books.reads) == 1)  # the first query is in flight
+        await reads_begun(books, 1)  # the first query is in flight
         rest = [asyncio.ensure_future(reader.account(u)) for u in [*USERS, USERS[1]]]
-        await until(lambda: reader.waiting == len(rest))
+        await first_steps_taken()
+        assert reader.waiting == len(rest)
         books.go.set()
         return await asyncio.gather(first, *rest), books.reads
 
@@ -61,7 +74,8 @@ def test_a_failed_query_fails_every_lookup_it_was_answering() -> None:
         books.fail = RuntimeError("PostgreSQL went away")
         reader = AccountReader(books.read, in_flight=2)
         lookups = [asyncio.ensure_future(reader.account(u)) for u in USERS[:3]]
-        await until(lambda: len(books.reads) == 2 and reader.waiting == 1)
+        await reads_begun(books, 2)
+        assert reader.waiting == 1
         books.go.set()
         return await asyncio.gather(*lookups, return_exceptions=True)
 

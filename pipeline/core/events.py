@@ -29,7 +29,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, SchemaValidator
 
 from pipeline.errors import Reason
 
@@ -459,12 +459,51 @@ class Rejection:
 Decoded = UsageEvent | Rejection
 
 
+def _flat_schema() -> Any:
+    """UsageEvent's core schema without its `usage` normalization (`_normalize_usage`).
+
+    A model's before-validator makes pydantic turn the JSON into Python objects first and
+    validate those, which is half the cost of decoding. An event without `usage` (which
+    this schema refuses, as an extra field) validates to the same `UsageEvent` through
+    this schema, its after-validator included, straight from the JSON.
+    """
+    after: Any = UsageEvent.__pydantic_core_schema__
+    model = after["schema"]
+    before = model["schema"]
+    shape = (after["type"], model["type"], model["cls"], before["type"])
+    if shape != ("function-after", "model", UsageEvent, "function-before"):
+        raise RuntimeError(f"UsageEvent's core schema has an unexpected shape {shape}")
+    return {**after, "schema": {**model, "schema": before["schema"]}}
+
+
+FLAT_EVENT_SCHEMA = _flat_schema()
+"""UsageEvent's schema for events in the flat shape (no `usage` object)."""
+_FLAT_EVENT = SchemaValidator(FLAT_EVENT_SCHEMA)
+
+
+def validate_json(raw: bytes) -> UsageEvent:
+    """`UsageEvent.model_validate_json`, about twice as fast for an event in the flat shape.
+
+    Raises ValidationError. The flat schema is tried first unless the bytes mention
+    `usage`; whatever it refuses goes through the model's own validation, which gives the
+    verdict and its errors, so the result is the model's own in every case.
+    """
+    if b'"usage"' not in raw:
+        try:
+            event: UsageEvent = _FLAT_EVENT.validate_json(raw)
+        except ValidationError:
+            pass
+        else:
+            return event
+    return UsageEvent.model_validate_json(raw)
+
+
 def decode(raw: bytes | None, now: datetime, max_future_skew: timedelta) -> Decoded:
     """Validate one raw event (JSON parsed and checked by pydantic in one pass). Never raises."""
     if raw is None:
         return Rejection(Reason.MALFORMED_JSON, "empty message value")
     try:
-        event = UsageEvent.model_validate_json(raw)
+        event = validate_json(raw)
     except ValidationError as exc:
         return rejection(exc)
     return check_skew(event, now, max_future_skew)

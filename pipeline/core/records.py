@@ -28,8 +28,17 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WrapValidator,
 )
+from pydantic_core import SchemaValidator, core_schema
 
-from pipeline.core.events import Decoded, Rejection, UsageEvent, check_skew, decode, rejection
+from pipeline.core.events import (
+    FLAT_EVENT_SCHEMA,
+    Decoded,
+    Rejection,
+    UsageEvent,
+    check_skew,
+    decode,
+    rejection,
+)
 from pipeline.errors import Reason
 
 BATCH_RECORD_MAX = 500
@@ -51,6 +60,10 @@ _BATCH: TypeAdapter[list[UsageEvent | Rejection]] = TypeAdapter(
         Field(min_length=1, max_length=BATCH_RECORD_MAX),
     ]
 )
+_FLAT_BATCH = SchemaValidator(
+    core_schema.list_schema(FLAT_EVENT_SCHEMA, min_length=1, max_length=BATCH_RECORD_MAX)
+)
+"""A batch record of valid events in the flat shape, validated straight from the JSON."""
 _WHITESPACE = b" \t\r\n"
 _SCANNER = json.JSONDecoder()
 
@@ -90,6 +103,13 @@ def decode_record(raw: bytes | None, now: datetime, max_future_skew: timedelta) 
     if not is_batch(raw):
         return [(None, decode(raw, now, max_future_skew))]
     assert raw is not None
+    if b'"usage"' not in raw:
+        try:
+            events: list[UsageEvent] = _FLAT_BATCH.validate_json(raw)
+        except ValidationError:
+            pass  # a bad event, or the `usage` shape: each element gets its own verdict
+        else:
+            return [(i, check_skew(e, now, max_future_skew)) for i, e in enumerate(events)]
     try:
         items = _BATCH.validate_json(raw)
     except ValidationError:  # not JSON, not an array, or of the wrong length

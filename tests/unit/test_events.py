@@ -5,6 +5,7 @@ from uuid import uuid4
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from pipeline.core.events import (
     Rejection,
@@ -13,6 +14,7 @@ from pipeline.core.events import (
     decode,
     gateway_alias,
     normalize_usage,
+    validate_json,
 )
 from pipeline.errors import Reason
 
@@ -425,3 +427,53 @@ def test_a_redelivery_of_a_v1_4_event_in_another_shape_is_the_same_request():
                            request_id=rid, user_id=uid, service_tier="priority")  # fmt: skip
     assert isinstance(flat, UsageEvent) and isinstance(shaped, UsageEvent)
     assert flat.fingerprint() == shaped.fingerprint()
+
+
+def _verdict(validate, raw):
+    """What a validation gives: the event with the fields it was given, or its errors."""
+    try:
+        found = validate(raw)
+    except ValidationError as exc:
+        return "refused", [(e["type"], e["loc"], e["msg"]) for e in exc.errors()]
+    return found, found.model_fields_set
+
+
+EQUAL_EVENTS = [
+    event(),
+    event(region=" eu-west ", request_type="embedding", error_message="no usage here"),
+    event(error_message='a "usage" in the text', cached_input_tokens=400),
+    event(
+        usage={"prompt_tokens": 10, "completion_tokens": 5}, input_tokens=None, output_tokens=None
+    ),
+    event(input_tokens=None).replace(
+        b"{", b'{"usag\\u0065": {"input_tokens": 3, "output_tokens": 1},', 1
+    ),
+    event(service_tier="priority", reasoning_tokens=100, output_tokens=2000),
+    event(gateway_cost_usd="0.0012", status="error", error_message="rate limited"),
+    event(output_tokens=-1),
+    event(unknown_field=1),
+    event(cached_input_tokens=900, cache_write_tokens=200),
+    event(completed_at="2026-11-25T11:58:00+00:00"),
+    b"{not json",
+    b"[1, 2]",
+    b"7",
+]
+
+
+@pytest.mark.parametrize("raw", EQUAL_EVENTS)
+def test_the_fast_validation_gives_what_the_models_own_gives(raw):
+    assert _verdict(validate_json, raw) == _verdict(UsageEvent.model_validate_json, raw)
+
+
+FIELDS = st.sampled_from([*sorted(UsageEvent.model_fields), "usage"])
+VALUES = (
+    st.none()
+    | st.integers(-2, 5000)
+    | st.sampled_from(["", " x ", "priority", "2026-11-25T11:59:00Z"])
+)
+
+
+@given(st.dictionaries(FIELDS, VALUES, max_size=6))
+def test_the_fast_validation_agrees_on_any_mix_of_fields(over):
+    raw = event(**over)
+    assert _verdict(validate_json, raw) == _verdict(UsageEvent.model_validate_json, raw)

@@ -59,6 +59,31 @@ def test_bad_events_in_a_batch_are_rejected_one_by_one():
     assert "future" in items[3][1].detail
 
 
+FUTURE = (NOW + timedelta(hours=1)).isoformat()
+
+
+@pytest.mark.parametrize(
+    "raws",
+    [
+        [event(input_tokens=n) for n in range(1, 40)],  # all flat and valid: one pass
+        [
+            event(),
+            event(
+                usage={"prompt_tokens": 10, "completion_tokens": 5},
+                input_tokens=None,
+                output_tokens=None,
+            ),
+        ],
+        [event(), event(cached_input_tokens=5000)],
+        [event(), event(started_at=FUTURE, completed_at=FUTURE)],
+        [event(error_message='"usage"'), event(region=" eu ")],
+    ],
+)
+def test_every_event_of_a_batch_record_gets_what_it_gets_alone(raws):
+    items = decode_record(array(*raws), NOW, SKEW)
+    assert items == [(i, decode(raw, NOW, SKEW)) for i, raw in enumerate(raws)]
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [

@@ -153,13 +153,17 @@ class BatchPlan:
 
 
 def tier_at(subscriptions: list[Subscription], at: datetime) -> str:
-    """The tier of the active or trial subscription covering `at`, else free."""
-    covering = [
-        s
-        for s in subscriptions
-        if s.status in ("active", "trial") and s.period_start <= at < s.period_end
-    ]
-    return max(covering, key=lambda s: s.period_start).tier if covering else DEFAULT_TIER
+    """The tier of the active or trial subscription covering `at` (the latest started of
+    them), else free."""
+    best = None
+    for s in subscriptions:
+        if (
+            s.period_start <= at < s.period_end
+            and s.status in ("active", "trial")
+            and (best is None or s.period_start > best.period_start)
+        ):
+            best = s
+    return best.tier if best is not None else DEFAULT_TIER
 
 
 @dataclass(slots=True)

@@ -102,6 +102,17 @@ def test_tier_falls_back_to_free_outside_the_subscription_period():
     assert tier_at(subs, T0 + timedelta(days=31)) == "free"
 
 
+def test_of_overlapping_subscriptions_the_latest_started_gives_the_tier():
+    upgrade = T0 + timedelta(days=10)
+    subs = [Subscription("pro", "active", T0, T0 + timedelta(days=30)),
+            Subscription("pro_max", "trial", upgrade, upgrade + timedelta(days=7)),
+            Subscription("enterprise", "active", T0 - timedelta(days=1), T0 + timedelta(days=90))]  # fmt: skip
+    assert tier_at(subs, T0 + timedelta(days=1)) == "pro"
+    assert tier_at(subs, upgrade) == "pro_max"
+    assert tier_at(subs, upgrade + timedelta(days=7)) == "pro"
+    assert tier_at(subs, T0 - timedelta(hours=1)) == "enterprise"
+
+
 @settings(max_examples=50)
 @given(st.lists(st.tuples(st.integers(0, 50_000), st.integers(0, 50_000)), max_size=60),
        st.integers(-500, 5000))  # fmt: skip

@@ -28,6 +28,7 @@ from pipeline.api.auth import KEY, KeyCache
 from pipeline.api.problems import Problem, from_http, respond
 from pipeline.core.events import Decoded, UsageEvent
 from pipeline.settings import Settings
+from pipeline.stream import heap
 from pipeline.stream.kafka_access import KafkaAccess
 
 log = logging.getLogger(__name__)
@@ -308,6 +309,7 @@ def create_api(settings: Settings, database_url: str, kafka: KafkaAccess) -> web
 
     async def clients(app: web.Application) -> AsyncIterator[None]:
         await pool.open(wait=False)
+        heap.spare_startup_heap()  # as the worker does: no full-heap collections mid-request
         yield
         await publisher.close()
         await pool.close()

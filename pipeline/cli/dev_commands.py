@@ -62,10 +62,11 @@ def up(settings: Settings, export: bool) -> None:
     connections, and print KAFKA_BOOTSTRAP_SERVERS=... and DATABASE_URL=... (the owner's)
     lines.
 
-    On the embedded PostgreSQL it also applies the migrations and makes two logins,
+    On the embedded PostgreSQL it also applies the migrations and makes three logins,
     printed as WORKER_DATABASE_URL=... (usage_worker in pipeline_writer: the worker runs
-    as it) and FINANCE_DATABASE_URL=... (usage_finance in finance_reader, for finance's
-    SQL clients). Their passwords are made once and kept in the state directory.
+    as it), FINANCE_DATABASE_URL=... (usage_finance in finance_reader, for finance's
+    SQL clients) and API_DATABASE_URL=... (usage_api in api_reader: `usage-pipeline api`
+    runs as it). Their passwords are made once and kept in the state directory.
 
     Running it again reuses the running servers. Needs a JDK 17+ and, on the first run,
     Maven: eval "$(usage-pipeline dev up --export)"

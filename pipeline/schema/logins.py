@@ -55,6 +55,9 @@ chaos drill)."""
 FINANCE_LOGIN = "usage_finance"
 """Finance's login where the product makes it itself (the dev stack)."""
 
+API_LOGIN = "usage_api"
+"""The gateway API's login where the product makes it itself (the dev stack, `bench api`)."""
+
 
 def login_conninfo(owner_url: str, name: str, password: str) -> str:
     """The conninfo of login `name`: the owner's, with the login's user and password."""

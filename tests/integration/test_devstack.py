@@ -248,12 +248,14 @@ def stored_verifier_checks(owner_url: str, conninfo: str) -> bool:
 
 def assert_the_stack_logins_work(values: dict[str, str], state: Path) -> None:
     """The worker's login connects as itself and is only a pipeline_writer; finance's reads
-    a report table and cannot write it; the server holds their passwords' verifiers; the
-    files holding the passwords are the owner's only."""
+    a report table and cannot write it; the API's reads balances and cannot write the books;
+    the server holds their passwords' verifiers; the files holding the passwords are the
+    owner's only."""
     worker, finance = values["WORKER_DATABASE_URL"], values["FINANCE_DATABASE_URL"]
-    assert conninfo_to_dict(worker)["password"] != conninfo_to_dict(finance)["password"]
-    assert stored_verifier_checks(values["DATABASE_URL"], worker)
-    assert stored_verifier_checks(values["DATABASE_URL"], finance)
+    api = values["API_DATABASE_URL"]
+    assert len({conninfo_to_dict(url)["password"] for url in (worker, finance, api)}) == 3
+    for url in (worker, finance, api):
+        assert stored_verifier_checks(values["DATABASE_URL"], url)
     with psycopg.connect(worker, connect_timeout=5) as conn:
         assert conn.execute("SELECT session_user, current_user").fetchone() == (
             "usage_worker",
@@ -270,6 +272,11 @@ def assert_the_stack_logins_work(values: dict[str, str], state: Path) -> None:
                 "INSERT INTO credit_usage_daily_summary (user_id, summary_date) "
                 "VALUES (gen_random_uuid(), current_date)"
             )
+    with psycopg.connect(api, connect_timeout=5, autocommit=True) as conn:
+        assert members_of(conn, "usage_api") == ["api_reader"]
+        assert conn.execute("SELECT count(*) FROM user_credit_balance").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM user_credit_balance")
     for private in (state / STACK_ENV, StackPaths.of(state).login_passwords):
         assert private.stat().st_mode & 0o777 == 0o600, private
 
@@ -289,7 +296,7 @@ def test_dev_commands_start_reuse_print_and_stop_leaving_nothing(
     lines = first.stdout.splitlines()
     values = {name: shlex.split(value)[0] for name, value in (x.split("=", 1) for x in lines)}
     embedded = stack.settings.database_url is None
-    logins = ["WORKER_DATABASE_URL", "FINANCE_DATABASE_URL"] if embedded else []
+    logins = ["WORKER_DATABASE_URL", "FINANCE_DATABASE_URL", "API_DATABASE_URL"] if embedded else []
     assert list(values) == ["KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", *logins]
     if embedded:
         assert_the_stack_logins_work(values, own_state_dir)

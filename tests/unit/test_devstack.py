@@ -282,7 +282,8 @@ def test_env_lines_are_what_a_shell_reads_back() -> None:
 
 
 LOGINS = stack_logins.login_urls(
-    postgres.conninfo(5499), {"usage_worker": "w-secret", "usage_finance": "f-secret"}
+    postgres.conninfo(5499),
+    {"usage_worker": "w-secret", "usage_finance": "f-secret", "usage_api": "a-secret"},
 )
 
 
@@ -294,6 +295,7 @@ def test_env_lines_name_the_logins_after_the_owner() -> None:
         "DATABASE_URL",
         "WORKER_DATABASE_URL",
         "FINANCE_DATABASE_URL",
+        "API_DATABASE_URL",
     ]
     worker = conninfo_to_dict(shlex.split(stack.env_lines(env)[2])[0].split("=", 1)[1])
     assert (worker["user"], worker["password"], worker["port"]) == (
@@ -314,13 +316,16 @@ def test_login_passwords_read_back_and_garbage_is_left_out() -> None:
     assert stack_logins.parse_passwords(garbage) == {}
 
 
-def test_logins_are_known_only_with_both_passwords(tmp_path: Path) -> None:
+def test_logins_are_known_only_with_every_password(tmp_path: Path) -> None:
     paths = StackPaths.of(tmp_path)
     assert stack_logins.known(paths, postgres.conninfo(5499)) is None
     write_atomically(paths.login_passwords, '{"usage_worker": "w-secret"}')
     assert stack_logins.known(paths, postgres.conninfo(5499)) is None
+    # a stack made before the API's login: known again once an `up` has made it
     text = '{"usage_worker": "w-secret", "usage_finance": "f-secret"}'
     write_atomically(paths.login_passwords, text)
+    assert stack_logins.known(paths, postgres.conninfo(5499)) is None
+    write_atomically(paths.login_passwords, text[:-1] + ', "usage_api": "a-secret"}')
     assert stack_logins.known(paths, postgres.conninfo(5499)) == LOGINS
 
 

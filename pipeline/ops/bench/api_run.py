@@ -42,7 +42,6 @@ from pipeline.stream import kafka_io
 from pipeline.stream.kafka_access import KafkaAccess
 
 WARMUP_EVENTS = 300
-API_LOGIN = "bench_api"
 API_START_SECONDS = 60.0
 
 
@@ -81,7 +80,7 @@ def run_api_bench(
 def _start_api(ctx: runners.Context, database: str, topic: str) -> Api:
     """The API as its own api_reader login, with a read and an ingest key."""
     with psycopg.connect(database) as conn:
-        api_url = logins.login_url(conn, database, API_LOGIN, "api_reader")
+        api_url = logins.login_url(conn, database, logins.API_LOGIN, "api_reader")
         _, read = keys.create(conn, f"bench-read-{ctx.tag}", keys.Scope.READ)
         _, ingest = keys.create(conn, f"bench-ingest-{ctx.tag}", keys.Scope.INGEST)
     port = free_port()

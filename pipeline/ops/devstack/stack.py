@@ -64,6 +64,7 @@ def env_lines(env: StackEnv, export: bool = False) -> list[str]:
     if env.logins is not None:
         values["WORKER_DATABASE_URL"] = env.logins.worker_database_url
         values["FINANCE_DATABASE_URL"] = env.logins.finance_database_url
+        values["API_DATABASE_URL"] = env.logins.api_database_url
     prefix = "export " if export else ""
     return [f"{prefix}{name}={shlex.quote(value)}" for name, value in values.items()]
 

@@ -1,10 +1,11 @@
 """The local stack's own logins on its embedded PostgreSQL: `usage_worker` in
-pipeline_writer (``WORKER_DATABASE_URL``, which the worker runs as) and `usage_finance` in
+pipeline_writer (``WORKER_DATABASE_URL``, which the worker runs as), `usage_finance` in
 finance_reader (``FINANCE_DATABASE_URL``, for finance's SQL clients; nothing in the
-pipeline reads it).
+pipeline reads it) and `usage_api` in api_reader (``API_DATABASE_URL``, which
+`usage-pipeline api` runs as).
 
 `dev up` applies the migrations first (the group roles come from migration 009), then
-makes both logins, or updates them to their passwords: generated at the first `up`, kept in
+makes the logins, or updates them to their passwords: generated at the first `up`, kept in
 ``logins.json`` (mode 0600). `down` keeps that file as it keeps the data directory whose
 password verifiers it matches, so a worker configured once still logs in after `down` and
 `up`; an `up` also restores a password that was changed meanwhile.
@@ -26,7 +27,11 @@ from pipeline.ops.devstack.stack_errors import StackError
 from pipeline.ops.devstack.state import StackPaths, write_atomically
 from pipeline.schema import logins, migrations
 
-ROLES = {logins.WORKER_LOGIN: "pipeline_writer", logins.FINANCE_LOGIN: "finance_reader"}
+ROLES = {
+    logins.WORKER_LOGIN: "pipeline_writer",
+    logins.FINANCE_LOGIN: "finance_reader",
+    logins.API_LOGIN: "api_reader",
+}
 """Each login of the stack and the one group role it is a member of."""
 
 
@@ -36,6 +41,7 @@ class StackLogins:
 
     worker_database_url: str
     finance_database_url: str
+    api_database_url: str
 
 
 def parse_passwords(text: str) -> dict[str, str]:
@@ -59,7 +65,7 @@ def login_urls(owner_url: str, passwords: Mapping[str, str]) -> StackLogins:
     def url(name: str) -> str:
         return logins.login_conninfo(owner_url, name, passwords[name])
 
-    return StackLogins(url(logins.WORKER_LOGIN), url(logins.FINANCE_LOGIN))
+    return StackLogins(url(logins.WORKER_LOGIN), url(logins.FINANCE_LOGIN), url(logins.API_LOGIN))
 
 
 def read_passwords(paths: StackPaths) -> dict[str, str]:
@@ -76,9 +82,9 @@ def known(paths: StackPaths, owner_url: str) -> StackLogins | None:
 
 
 def make(paths: StackPaths, owner_url: str, progress: Callable[[str], None]) -> StackLogins:
-    """Migrate the stack's database, then make or update both logins (as the superuser).
+    """Migrate the stack's database, then make or update the logins (as the superuser).
 
-    The passwords are recorded only once both logins have them: an `up` that fails before
+    The passwords are recorded only once all the logins have them: an `up` that fails before
     makes them again with new ones.
     """
     stored = read_passwords(paths)

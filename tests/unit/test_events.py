@@ -450,6 +450,7 @@ EQUAL_EVENTS = [
     ),
     event(service_tier="priority", reasoning_tokens=100, output_tokens=2000),
     event(gateway_cost_usd="0.0012", status="error", error_message="rate limited"),
+    event(gateway_cost_usd=0.12345678901234567, is_streaming_complete="false", input_tokens=7.0),
     event(output_tokens=-1),
     event(unknown_field=1),
     event(cached_input_tokens=900, cache_write_tokens=200),
@@ -469,7 +470,10 @@ FIELDS = st.sampled_from([*sorted(UsageEvent.model_fields), "usage"])
 VALUES = (
     st.none()
     | st.integers(-2, 5000)
-    | st.sampled_from(["", " x ", "priority", "2026-11-25T11:59:00Z"])
+    | st.booleans()
+    | st.floats(-1, 1e9, allow_nan=False)
+    | st.sampled_from(["", " x ", "priority", "2026-11-25T11:59:00Z", "0.0012", "true", "12"])
+    | st.sampled_from([{"prompt_tokens": 9, "completion_tokens": 2}, [1], {"id": "x"}])
 )
 
 

@@ -31,8 +31,9 @@ How the table is written, and why:
   user's windows to the partition the user's usage events arrived on, which is what Faust
   does for one-event-at-a-time agents: the changelog stays co-partitioned with the usage
   topic, so a rebalance recovers a user's windows on the worker that books the user.
-- Reads are routed to the worker that owns the user's usage partition
-  (`app.router.external_topic_key_store`, the lookup behind Faust's `topic_route`), and
+- Reads are routed to the worker that owns the user's usage partition (the group's
+  assignment of the usage topic, `app.router.external_topics_metadata`, which is what
+  Faust's `topic_route` looks up), and
   forwarded once with a marker header, so two workers that disagree during a rebalance
   cannot bounce a request between them. `table_route` cannot be used: it hashes the
   table's JSON-serialized key, not the raw user id bytes the usage topic is keyed by.
@@ -49,6 +50,7 @@ from uuid import UUID
 
 import aiohttp
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.tables.wrappers import WindowWrapper
 from faust.types import TopicT
 from yarl import URL
@@ -124,9 +126,9 @@ class LiveUsage:
             key = (str(user), day)
             partition = arrived_on.get(user)
             if partition is None:  # keyed differently; use the partition reads route to
-                partition = self.app.producer.key_partition(
-                    self.usage_topic.get_topic_name(), key[0].encode()
-                ).partition
+                partition = self._usage_partition(user)
+            if partition is None:
+                raise LookupError(f"no partition of {self.usage_topic} known for {user}")
             before = self.pending.get(key)
             self.pending[key] = (partition, before[1].plus(delta) if before else delta)
 
@@ -165,9 +167,8 @@ class LiveUsage:
         if isinstance(user, str):
             return web.json({"error": user}, status=400)
         if FORWARDED_HEADER not in request.headers:
-            try:
-                owner = self.app.router.external_topic_key_store(self.usage_topic, str(user))
-            except KeyError:
+            owner = self._owner(user)
+            if owner is None:
                 return web.json({"error": "partition owner unknown (rebalancing)"}, status=503)
             if not _same_worker(owner, self.app.conf.canonical_url):
                 return await self._forward(web, owner.with_path(request.rel_url.path))
@@ -175,6 +176,30 @@ class LiveUsage:
         body = view(user, day, totals)
         body["worker"] = str(self.app.conf.canonical_url)
         return web.json(body)
+
+    def _owner(self, user: UUID) -> URL | None:
+        """The web URL of the worker the group assigned the user's usage partition to;
+        None while that is not known (starting, rebalancing).
+
+        Not the router's `external_topic_key_store`: it hashes with the producer's
+        metadata, which lacks the usage topic until the producer has fetched it, and then
+        fails with a TypeError instead of a KeyError (a 500 while a worker starts)."""
+        partition = self._usage_partition(user)
+        topic = self.usage_topic.get_topic_name()
+        for url, topics in self.app.router.external_topics_metadata().items():
+            if partition in topics.get(topic, ()):
+                return URL(url)
+        return None
+
+    def _usage_partition(self, user: UUID) -> int | None:
+        """The usage partition the user's events hash to (murmur2 of the key, as the
+        producers' partitioner), from the consumer's metadata of the topic."""
+        try:
+            return self.app.consumer.key_partition(
+                self.usage_topic.get_topic_name(), str(user).encode()
+            )
+        except ConsumerNotStarted:
+            return None
 
     async def _forward(self, web: faust.web.View, url: URL) -> Any:
         try:

@@ -7,6 +7,7 @@ workers' web servers and compares with what the ledger sums to for the same UTC 
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -176,3 +177,45 @@ def test_any_worker_answers_for_the_owner_of_the_users_partition(
     finally:
         first.stop_worker()
         second.stop_worker()
+
+
+def test_a_starting_worker_answers_503_until_it_knows_the_partition_owner(
+    new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Any
+) -> None:
+    # asked from before its web server listens until it answers: a worker whose producer
+    # has not yet fetched the usage topic's metadata once answered 500 here
+    port = free_port()
+    h = Harness(new_books(), kafka_bootstrap, env_overrides=LIVE)
+    h.env_overrides["WORKER_WEB_PORT"] = str(port)
+    user = new_user(h, credits=10_000)
+    answers: list[tuple[int, bytes]] = []
+    done = threading.Event()
+
+    def ask_until_answered() -> None:
+        url = f"http://127.0.0.1:{port}/users/{user}/usage/today"
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    answers.append((response.status, response.read()))
+                    return
+            except urllib.error.HTTPError as error:
+                answers.append((error.code, error.read()))
+            except (urllib.error.URLError, ConnectionError):
+                pass  # not listening yet
+            done.wait(0.002)
+
+    asker = threading.Thread(target=ask_until_answered)
+    asker.start()
+    try:
+        h.start_worker(tmp_path)
+        wait_for(lambda: h.alive() and not asker.is_alive(), 60,
+                 f"the worker to answer (log: {h.log_path})")  # fmt: skip
+    finally:
+        done.set()
+        asker.join()
+        h.stop_worker()
+    assert answers and answers[-1][0] == 200
+    refusals = answers[:-1]
+    assert {status for status, _ in refusals} <= {503}, refusals
+    for _, body in refusals:
+        assert json.loads(body) == {"error": "partition owner unknown (rebalancing)"}

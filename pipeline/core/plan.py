@@ -93,7 +93,8 @@ class UsageRow(NamedTuple):
 
     @property
     def usage_date(self) -> date:
-        return self.request_started_at.astimezone(UTC).date()
+        at = self.request_started_at
+        return at.date() if not at.utcoffset() else at.astimezone(UTC).date()
 
 
 class DeductionRow(NamedTuple):
@@ -206,19 +207,11 @@ class _Ledger:
         before = account.balance
         after = account.balance = before - price.credits
         taken = account.wallet.take(price.credits)
-        row = DeductionRow(
-            id=self.ids.next(),
-            user_id=user,
-            amount=-price.credits,
-            balance_before=before,
-            balance_after=after,
-            request_id=event.request_id,
-            token_vendor_cost=price.vendor_cost,
-            margin_multiplier=price.margin_multiplier,
-            gross_margin=price.credit_value_usd - price.vendor_cost,
-            reason=f"api_{event.request_type}"[:50],
-            status="overdraft" if taken.overdraft else "completed",
-        )
+        row = DeductionRow(  # positional, in its field order (cheaper than keywords)
+            self.ids.next(), user, -price.credits, before, after, event.request_id,
+            price.vendor_cost, price.margin_multiplier, price.credit_value_usd - price.vendor_cost,
+            f"api_{event.request_type}"[:50], "overdraft" if taken.overdraft else "completed",
+        )  # fmt: skip
         self.plan.deductions.append(row)
         self.plan.balances[user] = after
         self.plan.alerts.extend(alerts_for(user, event.request_id, before, after, self.low_water))
@@ -238,7 +231,13 @@ class RandomIds:
             self._pool, self._at = os.urandom(16 * 256), 0
         raw = self._pool[self._at : self._at + 16]
         self._at += 16
-        return UUID(bytes=raw, version=4)
+        # The version and variant bits set as UUID(bytes=raw, version=4) sets them, a
+        # third cheaper than letting UUID do it.
+        return UUID(int=int.from_bytes(raw) & _V4_KEEP | _V4_BITS)
+
+
+_V4_KEEP = ~((0xC000 << 48) | (0xF000 << 64))
+_V4_BITS = (0x8000 << 48) | (4 << 76)
 
 
 def _usage_row(
@@ -249,35 +248,16 @@ def _usage_row(
     deduction_id: UUID | None,
     fingerprint: bytes,
 ) -> UsageRow:
+    # Positional, in UsageRow's field order: keywords cost a microsecond more per row.
     return UsageRow(
-        request_id=event.request_id,
-        user_id=event.user_id,
-        subscription_id=event.subscription_id,
-        model_id=event.model,
-        provider_id=provider_id,
-        input_tokens=event.input_tokens,
-        output_tokens=event.output_tokens,
-        cached_input_tokens=event.cached_input_tokens,
-        cache_write_tokens=event.cache_write_tokens,
-        vendor_cost=price.vendor_cost,
-        margin_multiplier=price.margin_multiplier,
-        credit_value_usd=price.credit_value_usd,
-        credits_deducted=price.credits,
-        request_type=event.request_type,
-        streaming_segments=event.streaming_segments,
-        request_started_at=event.started_at,
-        request_completed_at=event.completed_at,
-        processing_time_ms=event.processing_time_ms,
-        status=event.status.value,
-        error_message=event.error_message,
-        is_streaming_complete=event.is_streaming_complete,
-        user_tier_at_request=tier,
-        region=event.region,
-        deduction_record_id=deduction_id,
-        event_fingerprint=fingerprint,
-        gateway_cost_usd=event.gateway_cost_usd,
-        price_breakdown=price.breakdown,
-    )
+        event.request_id, event.user_id, event.subscription_id, event.model, provider_id,
+        event.input_tokens, event.output_tokens, event.cached_input_tokens,
+        event.cache_write_tokens, price.vendor_cost, price.margin_multiplier,
+        price.credit_value_usd, price.credits, event.request_type, event.streaming_segments,
+        event.started_at, event.completed_at, event.processing_time_ms, event.status.value,
+        event.error_message, event.is_streaming_complete, tier, event.region, deduction_id,
+        fingerprint, event.gateway_cost_usd, price.breakdown,
+    )  # fmt: skip
 
 
 def plan_batch(

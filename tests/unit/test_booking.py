@@ -1,10 +1,11 @@
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.core import plan as plan_module
 from pipeline.core.alerts import AlertKind
 from pipeline.core.deduction import Source
 from pipeline.core.events import Rejection, UsageEvent
@@ -127,3 +128,49 @@ def test_chain_is_exact_for_any_stream(tokens, balance):
     assert plan.balances.get(USER, balance) == running
     charged = sum(r.credits_deducted for r in plan.usage_rows)
     assert running == balance - charged
+
+
+def test_rows_carry_each_field_where_its_name_says():
+    """The rows are built positionally: every field must still land in its own column."""
+    event = UsageEvent(
+        request_id=uuid4(), user_id=USER, subscription_id=uuid4(), provider="openai",
+        model="gpt-4o", input_tokens=1001, output_tokens=2002, cached_input_tokens=303,
+        cache_write_tokens=44, request_type="chat", streaming_segments=5, started_at=NOW,
+        completed_at=NOW + timedelta(milliseconds=1234), status="partial",
+        error_message="cut", is_streaming_complete=False, region="eu-west-1",
+        gateway_cost_usd=Decimal("0.25"),
+    )  # fmt: skip
+    plan = plan_batch([event], ctx(balance=1000), USD, 100, NOW)
+    [row], [deduction] = plan.usage_rows, plan.deductions
+    for name in ("request_id", "user_id", "subscription_id", "input_tokens", "output_tokens",
+                 "cached_input_tokens", "cache_write_tokens", "request_type",
+                 "streaming_segments", "error_message", "is_streaming_complete", "region",
+                 "gateway_cost_usd"):  # fmt: skip
+        assert getattr(row, name) == getattr(event, name), name
+    assert (row.model_id, row.provider_id, row.status) == ("gpt-4o", OPENAI, "partial")
+    assert (row.request_started_at, row.request_completed_at) == (NOW, event.completed_at)
+    assert row.processing_time_ms == 1234 and row.user_tier_at_request == "pro"
+    assert row.event_fingerprint == event.fingerprint()
+    assert row.deduction_record_id == deduction.id and deduction.request_id == event.request_id
+    assert (deduction.user_id, deduction.amount) == (USER, -row.credits_deducted)
+    after = 1000 - row.credits_deducted
+    assert (deduction.balance_before, deduction.balance_after) == (1000, after)
+    assert deduction.token_vendor_cost == row.vendor_cost
+    assert deduction.margin_multiplier == row.margin_multiplier == Decimal("1.5")
+    assert deduction.gross_margin == row.credit_value_usd - row.vendor_cost
+    assert (deduction.reason, deduction.status) == ("api_chat", "completed")
+
+
+def test_deduction_ids_are_the_version_4_uuids_of_the_random_bytes(monkeypatch):
+    pool = bytes(range(256)) * 16
+    monkeypatch.setattr(plan_module.os, "urandom", lambda n: pool[:n])
+    ids = plan_module.RandomIds()
+    expected = [UUID(bytes=pool[i : i + 16], version=4) for i in range(0, 16 * 256, 16)]
+    assert [ids.next() for _ in expected] == expected
+
+
+def test_a_request_counts_on_its_utc_day_whatever_its_offset():
+    late = datetime(2026, 11, 24, 23, 30, tzinfo=timezone(timedelta(hours=-2)))
+    event = ev().model_copy(update={"started_at": late, "completed_at": late})
+    [row] = plan_batch([event], ctx(), USD, 100, NOW).usage_rows
+    assert row.usage_date == date(2026, 11, 25)

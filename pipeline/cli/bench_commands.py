@@ -310,10 +310,12 @@ def all_command(ctx: click.Context, repeat: int) -> None:
     click.echo(f"== queries == {datetime.now(UTC):%H:%M:%S}")
     from pipeline.ops import devstack
 
-    # The query bench creates its databases on the configured or the dev stack's server.
+    # The query bench creates its databases on the configured or the dev stack's server
+    # (the settings were read before `up`, so the stack's address is passed on).
     settings: Settings = ctx.obj
-    devstack.up(settings)
+    env = devstack.up(settings)
     # 10M rows add ~6 min of fill and ~3 min of reconcile here: `bench queries` runs them.
-    ctx.invoke(queries, sizes="0,1000000", out=DEFAULT_OUT.parent / "queries.json")
+    ctx.invoke(queries, sizes="0,1000000", out=DEFAULT_OUT.parent / "queries.json",
+               database_url_option=env.database_url)  # fmt: skip
     click.echo(f"== plot == {datetime.now(UTC):%H:%M:%S}")
     ctx.invoke(plot_command)

@@ -98,8 +98,9 @@ class BookingConfig:
     max_future_skew: timedelta
     consumer_group: str
     """Booked-up-to offsets are kept per partition under it (`pipeline.books.offsets`)."""
-    max_events: int = 2000
-    """Events per transaction; a take of batch records is booked in several."""
+    max_events: int = 8000
+    """Events per transaction (BATCH_MAX_EVENTS); a take of batch records is booked in
+    several."""
     max_backoff_seconds: float = 5.0
 
 

@@ -34,7 +34,6 @@ from pipeline.core.plan import (
     UsageRow,
     plan_batch,
 )
-from pipeline.core.rollup import model_days, user_days
 
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
@@ -290,7 +289,7 @@ async def write_plan(cur: Cursor, plan: BatchPlan) -> None:
 
 
 async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
-    days = user_days(plan.usage_rows)
+    days = plan.user_days
     if days:
         keys = sorted(days, key=lambda k: (k[0].int, k[1]))
         rows = [days[k] for k in keys]
@@ -330,7 +329,7 @@ async def _write_rollups(cur: Cursor, plan: BatchPlan) -> None:
                     [days[k].deducted_gross_margin for k in charged],
                 ),
             )  # fmt: skip
-    models = model_days(plan.usage_rows)
+    models = plan.model_days
     if models:
         keys3 = sorted(models, key=lambda k: (k[0], k[1].int, k[2]))
         m = [models[k] for k in keys3]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import NamedTuple
 from uuid import UUID
 
@@ -28,6 +29,7 @@ from pipeline.core.pricing import (
     Price,
     price_event,
 )
+from pipeline.core.rollup import ModelDay, UserDay, model_days, user_days
 from pipeline.core.tariff import Breakdown
 from pipeline.errors import Reason
 
@@ -152,6 +154,16 @@ class BatchPlan:
     def rejections(self) -> list[tuple[int, Rejection]]:
         return [(o.position, o.rejection) for o in self.outcomes if o.rejection is not None]
 
+    @cached_property
+    def user_days(self) -> dict[tuple[UUID, date], UserDay]:
+        """The user summary rows' increments (once: the books write them, metrics read)."""
+        return user_days(self.usage_rows)
+
+    @cached_property
+    def model_days(self) -> dict[tuple[date, UUID, str], ModelDay]:
+        """The model summary rows' increments (once: the books write them, metrics read)."""
+        return model_days(self.usage_rows)
+
 
 def tier_at(subscriptions: list[Subscription], at: datetime) -> str:
     """The tier of the active or trial subscription covering `at` (the latest started of
@@ -206,16 +218,16 @@ class _Ledger:
         user = event.user_id
         before = account.balance
         after = account.balance = before - price.credits
-        taken = account.wallet.take(price.credits)
+        overdraft = account.wallet.take(price.credits)
         row = DeductionRow(  # positional, in its field order (cheaper than keywords)
             self.ids.next(), user, -price.credits, before, after, event.request_id,
             price.vendor_cost, price.margin_multiplier, price.credit_value_usd - price.vendor_cost,
-            f"api_{event.request_type}"[:50], "overdraft" if taken.overdraft else "completed",
+            f"api_{event.request_type}"[:50], "overdraft" if overdraft else "completed",
         )  # fmt: skip
         self.plan.deductions.append(row)
         self.plan.balances[user] = after
         self.plan.alerts.extend(alerts_for(user, event.request_id, before, after, self.low_water))
-        return row.id, taken.overdraft > 0
+        return row.id, overdraft > 0
 
 
 class RandomIds:

@@ -11,9 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-from pipeline.core.plan import UsageRow
+if TYPE_CHECKING:  # plan.py holds a batch's rollups, computed here
+    from pipeline.core.plan import UsageRow
 
 
 @dataclass(slots=True)

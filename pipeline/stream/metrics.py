@@ -31,6 +31,7 @@ from pipeline.core.plan import OutcomeKind
 from pipeline.core.pricing import VENDOR_COST_EXPONENT
 from pipeline.stream.booker import BatchResult
 from pipeline.stream.dlq import SourceMessage
+from pipeline.stream.histogram import BatchHistogram
 
 PREFIX = "usage_pipeline"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -104,11 +105,11 @@ class Metrics:
             buckets=COMMIT_SECONDS_BUCKETS,
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             name("event_commit_latency_seconds"),
             "From an event's Kafka timestamp (publish time) to its batch's commit.",
-            buckets=LATENCY_SECONDS_BUCKETS,
-            registry=r,
+            LATENCY_SECONDS_BUCKETS,
+            r,
         )
         self.lag = Gauge(
             name("consumer_lag_messages"),
@@ -191,17 +192,22 @@ def summarize(
     billed: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     gateway_costs: dict[tuple[str, str], GatewayCosts] = defaultdict(GatewayCosts)
     for plan in result.plans:
-        for row in plan.usage_rows:
-            key = (str(row.provider_id), row.model_id)
-            credits[key] += row.credits_deducted
-            vendor_cost[key] += row.vendor_cost
-            billed[key] += row.credit_value_usd
-            if row.gateway_cost_usd is not None:
+        # The model rollup the transaction wrote has the sums already: a row at a time,
+        # these counters cost a microsecond per event.
+        for (_, provider_id, model), day in plan.model_days.items():
+            key = (str(provider_id), model)
+            credits[key] += day.credits
+            vendor_cost[key] += day.vendor_cost
+            billed[key] += day.credit_value_usd
+            if day.gateway_costed_requests:
                 costs = gateway_costs[key]
-                costs.reported += row.gateway_cost_usd
-                costs.ours += row.vendor_cost
+                costs.reported += day.gateway_cost_usd
+                costs.ours += day.gateway_costed_vendor_cost
+        for row in plan.usage_rows:
+            if row.gateway_cost_usd is not None:
                 reported = row.gateway_cost_usd.quantize(VENDOR_COST_EXPONENT)
-                costs.mismatches += reported != row.vendor_cost
+                key = (str(row.provider_id), row.model_id)
+                gateway_costs[key].mismatches += reported != row.vendor_cost
     latencies = [
         max(0.0, committed_at - m.timestamp_ms / 1000)
         for m in messages
@@ -249,8 +255,7 @@ def observe_batch(
         metrics.gateway_cost.labels(provider, model).inc(float(costs.reported))
         metrics.gateway_costed_vendor_cost.labels(provider, model).inc(float(costs.ours))
         metrics.gateway_cost_mismatches.labels(provider, model).inc(costs.mismatches)
-    for latency in seen.latencies:
-        metrics.latency.observe(latency)
+    metrics.latency.observe_many(seen.latencies)
     metrics.db_retries.inc(seen.retries)
     metrics.last_commit.set(committed_at)
     return seen

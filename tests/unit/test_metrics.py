@@ -263,3 +263,29 @@ def test_logging_config_is_a_valid_dict_config() -> None:
 def test_log_format_setting() -> None:
     assert Settings().log_format in ("text", "json")
     assert Settings.model_validate({"LOG_FORMAT": "json"}).log_format == "json"
+
+
+def test_a_batch_histogram_exposes_what_the_clients_histogram_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from pipeline.stream.histogram import BatchHistogram
+
+    values = [0.0, 0.01, 0.0100001, 0.3, 1, 2.5, 299.9, 300, 1e6, 0.024]
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    batch = BatchHistogram("lat", "Latency.", metrics.LATENCY_SECONDS_BUCKETS, ours)
+    batch.observe_many(values[:4])
+    batch.observe_many(values[4:])
+    single = Histogram("lat", "Latency.", buckets=metrics.LATENCY_SECONDS_BUCKETS, registry=theirs)
+    for value in values:
+        single.observe(value)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(ours) == samples(theirs)
+    assert samples(ours)["lat_bucket", (("le", "0.01"),)] == 2  # a bound is in its bucket

@@ -25,18 +25,6 @@ class Source:
         return self.amount > 0 and (self.expires_at is None or self.expires_at > now)
 
 
-@dataclass(frozen=True, slots=True)
-class Take:
-    source_id: UUID
-    credits: int
-
-
-@dataclass(frozen=True, slots=True)
-class SourcePlan:
-    takes: tuple[Take, ...]
-    overdraft: int
-
-
 def spending_order(sources: list[Source], now: datetime) -> list[Source]:
     """Usable sources in the order they pay."""
     usable = [s for s in sources if s.usable(now)]
@@ -61,17 +49,17 @@ class Wallet:
         self.changed: dict[UUID, int] = {}
         """The new amount of every source taken from."""
 
-    def take(self, credits: int) -> SourcePlan:
+    def take(self, credits: int) -> int:
+        """Spend `credits` from the sources in order; returns the overdraft, what they
+        could not cover. What each source holds after it is in `changed`."""
         remaining = credits
-        takes = []
         i = self.first
         while remaining and i < len(self.left):
             taken = min(self.left[i], remaining)
             self.left[i] -= taken
             remaining -= taken
-            takes.append(Take(self.ids[i], taken))
             self.changed[self.ids[i]] = self.left[i]
             if self.left[i] == 0:
                 i += 1
         self.first = i
-        return SourcePlan(tuple(takes), remaining)
+        return remaining

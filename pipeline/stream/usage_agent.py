@@ -1,9 +1,10 @@
 """The usage agent: a thin shell around `booker.Booker`.
 
-Take a batch of records, deal it into lanes of whole partitions, book each lane a
-transaction's worth at a time (the lanes concurrently), record what each transaction did
-in the metrics and the live view, and let Faust acknowledge the offsets only once the
-whole take is committed in PostgreSQL (each message is held by a reference of our own until
+Take batches of records, gather them in a `Backlog` while the booking before them is in
+flight, deal what waits into lanes of whole partitions, book each lane a transaction's
+worth at a time (the lanes concurrently), record what each transaction did in the metrics
+and the live view, and let Faust acknowledge the offsets only once the records are
+committed in PostgreSQL (each message is held by a reference of our own until
 then: a stopping Faust acknowledges a take it closes, booked or not). A batch that cannot
 be committed must never be acknowledged, so on any failure to book it the process stops at
 once without committing offsets; the next start redelivers the batch and the idempotent
@@ -13,6 +14,7 @@ books absorb it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -64,13 +66,32 @@ def install(
             await topic.maybe_declare()
         await booker.pool.open(wait=False)
         heap.spare_startup_heap()
-        async for taken in takes(settings, stream):
-            activity.started += 1
-            _hold(taken)
-            records = [_source(e) for e in taken]
-            await asyncio.gather(*map(book_lane, lanes(records, settings.booking_lanes)))
+        backlog = Backlog(settings.batch_max_events)
+        booking = asyncio.ensure_future(book_backlog(backlog))
+        try:
+            async for taken in takes(settings, stream):
+                activity.started += 1
+                _hold(taken)
+                await backlog.add(taken)
+        finally:
+            # What waits in the backlog stays held, so it is never acknowledged; a
+            # booking in flight gets the grace of `_book_or_die`.
+            booking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await booking
+
+    async def book_backlog(backlog: Backlog) -> NoReturn:
+        while True:
+            taken, count = await backlog.next()
+            try:
+                records = [_source(e) for e in taken]
+                await asyncio.gather(*map(book_lane, lanes(records, settings.booking_lanes)))
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a fault of ours: stop before acknowledging
+                _die(f"booking {len(taken)} records failed: {exc!r}")
             _release(app, taken)
-            activity.finished += 1
+            activity.finished += count
 
     async def book_lane(records: list[SourceMessage]) -> None:
         for events, decoded in booker.chunks(records):
@@ -86,6 +107,44 @@ def install(
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stopping(app: faust.App, **kwargs: Any) -> None:
         booker.stopping.set()
+
+
+class Backlog:
+    """Takes waiting to be booked. The agent adds each take as Faust hands it over; the
+    booking loop books everything waiting, in order, as the next transactions.
+
+    While one booking waits on PostgreSQL, Faust goes on reading and the takes that come
+    meanwhile gather here, so the size of a booking follows the backlog: a worker behind
+    books thousands of events per transaction (each transaction's fixed work spread over
+    them), a quiet stream books each take as it comes, with no wait added. At most
+    `limit` records wait before the agent holds Faust back (plus the take it is adding).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._events: list[EventT[bytes]] = []
+        self._takes = 0
+        self._changed = asyncio.Event()
+
+    async def add(self, taken: Sequence[EventT[bytes]]) -> None:
+        while len(self._events) >= self.limit:
+            await self._wait()
+        self._events.extend(taken)
+        self._takes += 1
+        self._changed.set()
+
+    async def next(self) -> tuple[list[EventT[bytes]], int]:
+        """Everything waiting, and how many takes it was; waits for one if none is."""
+        while not self._events:
+            await self._wait()
+        taken, count = self._events, self._takes
+        self._events, self._takes = [], 0
+        self._changed.set()
+        return taken, count
+
+    async def _wait(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
 
 
 def _hold(taken: Sequence[EventT[bytes]]) -> None:

@@ -35,6 +35,8 @@ class LedgerTiming:
     """Epoch seconds, over the matched rows."""
     latencies_ms: list[float]
     credits: int
+    transactions: int = 0
+    """Distinct transactions that wrote the matched rows."""
 
     @property
     def span(self) -> float | None:
@@ -54,7 +56,7 @@ def ledger_timing(conninfo: str, publish_ms: dict[UUID, int]) -> LedgerTiming:
         rows = conn.execute(
             """
             SELECT extract(epoch FROM pg_xact_commit_timestamp(l.xmin))::float8, p.ms,
-                   l.credits_deducted
+                   l.credits_deducted, l.xmin::text
             FROM token_usage_ledger l JOIN bench_published p USING (request_id)
             """
         ).fetchall()
@@ -66,6 +68,7 @@ def ledger_timing(conninfo: str, publish_ms: dict[UUID, int]) -> LedgerTiming:
         last_commit=max(commits) if commits else None,
         latencies_ms=[c * 1000 - ms for c, ms, _ in rows],
         credits=sum(int(r[2]) for r in rows),
+        transactions=len({r[3] for r in rows}),
     )
 
 

@@ -1,9 +1,10 @@
 """The booking stages of the worker, measured in-process on the bench stream.
 
 The stream's records are handed to the worker's own `Booker` (a fresh copy of the
-template database, a real producer for the dead letters) in takes of BATCH_MAX_EVENTS
-records, as a worker draining a backlog gets them, with a `StageClock`. Nothing else runs
-in the process, so each stage's thread CPU is exact; Faust's part is runner (e)'s.
+template database, a real producer for the dead letters) in transactions of as many
+records as the worker's averaged while it drained the same stream (runner b; its backlog
+sets them, up to BATCH_MAX_EVENTS), with a `StageClock`. Nothing else runs in the
+process, so each stage's thread CPU is exact; Faust's part is runner (e)'s.
 """
 
 from __future__ import annotations
@@ -23,19 +24,29 @@ from pipeline.stream.booker import Booker, BookingConfig
 from pipeline.stream.dlq import SourceMessage
 
 
-def booking_stages(stack: BenchStack, stream: Stream, dlq_topic: str, tag: str) -> dict[str, float]:
-    """Microseconds per unique valid event, per stage (`pipeline.books.stages.per_event`)."""
+def booking_stages(
+    stack: BenchStack,
+    stream: Stream,
+    dlq_topic: str,
+    tag: str,
+    transaction_events: float | None = None,
+) -> dict[str, float]:
+    """Microseconds per unique valid event, per stage (`pipeline.books.stages.per_event`),
+    booked in transactions of `transaction_events` records (BATCH_MAX_EVENTS if None)."""
     name = f"bench_stages_{tag}"
     database = stack.database(name)
+    size = max(1, round(transaction_events or stack.settings.batch_max_events))
     try:
-        clock = event_loop.run(stack.settings, _book_all(stack, database, stream, dlq_topic, tag))
+        clock = event_loop.run(
+            stack.settings, _book_all(stack, database, stream, dlq_topic, tag, size)
+        )
     finally:
         stack.drop(name)
     return per_event(clock, stream.unique_valid)
 
 
 async def _book_all(
-    stack: BenchStack, database: str, stream: Stream, dlq_topic: str, tag: str
+    stack: BenchStack, database: str, stream: Stream, dlq_topic: str, tag: str, size: int
 ) -> StageClock:
     settings = stack.settings
     clock = StageClock()
@@ -53,13 +64,12 @@ async def _book_all(
         low_water=settings.low_balance_credits,
         max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
         consumer_group=f"bench-stages-{tag}",
-        max_events=settings.batch_max_events,
+        max_events=size,
     )
     try:
         async with AsyncConnectionPool(database, min_size=1, max_size=1, open=False) as pool:
             booker = Booker(pool, send, config, clock)
             records = _records(stream, settings.topic_partitions)
-            size = settings.batch_max_events
             for start in range(0, len(records), size):
                 for events, decoded in booker.chunks(records[start : start + size]):
                     await booker.book(events, decoded)

@@ -67,6 +67,7 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> Json:
             "db_cpu_seconds": stats.median_of(results, "db_cpu_seconds"),
             "db_cpu_ms_per_1k_events": _per_1k(results, "db_cpu_seconds"),
             "peak_rss_mib": stats.median_of(results, "peak_rss_mib"),
+            "events_per_transaction": stats.median_of(results, "events_per_transaction"),
             "books_exact": None if all(e is None for e in exact) else all(e for e in exact),
             "runs": len(results),
         }
@@ -211,7 +212,7 @@ def _books(value: bool | None) -> str:
 def runner_rows(summary: Mapping[str, Any]) -> list[list[str]]:
     header = [
         "runner", "events/s", "b / it", "CPU s", "CPU us/ev", "DB CPU s", "DB us/ev",
-        "peak RSS MiB", "books",
+        "events/tx", "peak RSS MiB", "books",
     ]  # fmt: skip
     ratio_of = {
         bottom: summary["ratios"][label] for label, top, bottom in RATIOS if top == "pipeline"
@@ -230,6 +231,7 @@ def runner_rows(summary: Mapping[str, Any]) -> list[list[str]]:
                 _n(r["cpu_ms_per_1k_events"], 0),
                 _n(r["db_cpu_seconds"], 1),
                 _n(r.get("db_cpu_ms_per_1k_events"), 0),
+                _n(r.get("events_per_transaction"), 0),
                 _n(r["peak_rss_mib"], 0),
                 _books(r["books_exact"]),
             ]

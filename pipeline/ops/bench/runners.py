@@ -63,6 +63,8 @@ class RunnerResult:
     includes its time queued."""
     complete: bool = True
     """False when the runner stopped at its time budget (the baseline) before the end."""
+    events_per_transaction: float | None = None
+    """Ledger rows per committing transaction (the books' runners)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +100,9 @@ def _from_ledger(
         db_cpu_seconds=db_cpu,
         peak_rss_mib=peak / 1024 if peak else None,
         latency=stats.latency_summary(timing.latencies_ms),
+        events_per_transaction=(
+            timing.matched / timing.transactions if timing.transactions else None
+        ),
     )
 
 
@@ -400,7 +405,9 @@ def side_by_side(
     ctx.stack.drop(f"bench_pipeline_batch_{ctx.tag}")
     ctx.progress(f"(b2) pipeline on batch records: {_eps(results['pipeline_batch'])}")
 
-    stages = profile.booking_stages(ctx.stack, stream, f"{topic}.dlq", ctx.tag)
+    stages = profile.booking_stages(
+        ctx.stack, stream, f"{topic}.dlq", ctx.tag, results["pipeline"].events_per_transaction
+    )
     ctx.progress("booking stages (in-process), us/event: " + ", ".join(
         f"{k} {v:.1f}" for k, v in stages.items()))  # fmt: skip
 

@@ -66,7 +66,7 @@ def ledger_timing(conninfo: str, publish_ms: dict[UUID, int]) -> LedgerTiming:
         matched=len(rows),
         first_commit=min(commits) if commits else None,
         last_commit=max(commits) if commits else None,
-        latencies_ms=[c * 1000 - ms for c, ms, _ in rows],
+        latencies_ms=[r[0] * 1000 - r[1] for r in rows],
         credits=sum(int(r[2]) for r in rows),
         transactions=len({r[3] for r in rows}),
     )

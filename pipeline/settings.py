@@ -118,7 +118,9 @@ class Settings(BaseSettings):
     )
     """STREAM_BUFFER_RECORDS: records the worker buffers ahead of its takes. It bounds the
     worker's memory: about this many times the size of a record (single events: ~6 MiB;
-    full 500-event batch records of ~200 KB: ~3 GiB, so lower it for those)."""
+    full 500-event batch records of ~200 KB: ~3 GiB, so lower it for those), beside the
+    take being gathered and the backlog waiting to be booked (at most BATCH_MAX_EVENTS
+    records or KiB, see `usage_agent.Backlog`)."""
 
     batch_max_wait_ms: int = Field(default=20, ge=1, validation_alias="BATCH_MAX_WAIT_MS")
     """BATCH_MAX_WAIT_MS: longest wait to fill a take before booking it (20 ms: p99 at

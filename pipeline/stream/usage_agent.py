@@ -72,7 +72,7 @@ def install(
             async for taken in takes(settings, stream):
                 activity.started += 1
                 _hold(taken)
-                await backlog.add(taken)
+                await backlog.add(taken, sum(len(e.message.value or b"") for e in taken))
         finally:
             # What waits in the backlog stays held, so it is never acknowledged; a
             # booking in flight gets the grace of `_book_or_die`.
@@ -116,20 +116,27 @@ class Backlog:
     While one booking waits on PostgreSQL, Faust goes on reading and the takes that come
     meanwhile gather here, so the size of a booking follows the backlog: a worker behind
     books thousands of events per transaction (each transaction's fixed work spread over
-    them), a quiet stream books each take as it comes, with no wait added. At most
-    `limit` records wait before the agent holds Faust back (plus the take it is adding).
+    them), a quiet stream books each take as it comes, with no wait added. The agent
+    holds Faust back once `limit` records wait, or as many bytes as `limit` events of
+    ~1 KiB (batch records weigh what they hold), plus the take it is adding.
     """
+
+    EVENT_BYTES = 1024
+    """A generous single event: bounds the bytes waiting at `limit` of them."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._events: list[EventT[bytes]] = []
+        self._bytes = 0
         self._takes = 0
         self._changed = asyncio.Event()
 
-    async def add(self, taken: Sequence[EventT[bytes]]) -> None:
-        while len(self._events) >= self.limit:
+    async def add(self, taken: Sequence[EventT[bytes]], size: int) -> None:
+        """Queue a take of `size` bytes (its records' values)."""
+        while len(self._events) >= self.limit or self._bytes >= self.limit * self.EVENT_BYTES:
             await self._wait()
         self._events.extend(taken)
+        self._bytes += size
         self._takes += 1
         self._changed.set()
 
@@ -138,7 +145,7 @@ class Backlog:
         while not self._events:
             await self._wait()
         taken, count = self._events, self._takes
-        self._events, self._takes = [], 0
+        self._events, self._bytes, self._takes = [], 0, 0
         self._changed.set()
         return taken, count
 

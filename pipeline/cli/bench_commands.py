@@ -159,7 +159,7 @@ def stream_command(
     "--clients",
     default=1_000,
     show_default=True,
-    help="Concurrent clients of the checks (and the load client's connections).",
+    help="Requests in flight at most and connections open (vegeta's workers).",
 )
 @click.option("--seconds", default=20.0, show_default=True, help="Seconds of the checks phase.")
 @click.option(
@@ -178,12 +178,11 @@ def stream_command(
     help="Events/s published for the worker to book during the checks.",
 )
 @click.option(
-    "--think-ms",
+    "--check-rate",
     default=1000.0,
     show_default=True,
-    help="A client's pause between an answer and its next check: each client is a gateway "
-    "connection that checks once before an upstream request (1,000 clients x 1/s matches "
-    "the 1,000 events/s booked); 0 is a closed loop as fast as the API answers.",
+    help="Checks per second offered, balance and entitlement in turn: 1,000 gateway "
+    "connections each checking once a second before an upstream request.",
 )
 @click.option("--repeat", default=1, show_default=True, help="Runs; the summary takes medians.")
 @click.option("--seed", "rng_seed", default=7, show_default=True, help="Generator seed.")
@@ -216,7 +215,7 @@ def api_command(
     ingest_seconds: float,
     ingest_rates: str,
     background_rate: float,
-    think_ms: float,
+    check_rate: float,
     repeat: int,
     rng_seed: int,
     catalog: Path,
@@ -227,24 +226,27 @@ def api_command(
     """The gateway API under load on its own stack: balance and entitlement checks by
     concurrent clients while the worker books a steady stream, then ingest of arrays at
     each rate; the worker must book every event once."""
-    from pipeline.ops.bench import api_results, plot
+    from pipeline.ops.bench import api_results, plot, vegeta
     from pipeline.ops.bench.api_phases import ApiBenchParams
     from pipeline.ops.bench.api_run import run_api_bench
 
     for name, value in (("--users", users), ("--clients", clients), ("--repeat", repeat)):
         if value < 1:
             raise click.BadParameter("must be at least 1", param_hint=name)
-    for name, span in (("--seconds", seconds), ("--ingest-seconds", ingest_seconds),
-                       ("--background-rate", background_rate)):  # fmt: skip
+    spans = (("--seconds", seconds), ("--ingest-seconds", ingest_seconds),
+             ("--background-rate", background_rate), ("--check-rate", check_rate))  # fmt: skip
+    for name, span in spans:
         if span <= 0:
             raise click.BadParameter("must be positive", param_hint=name)
-    if think_ms < 0:
-        raise click.BadParameter("must be 0 or more", param_hint="--think-ms")
     rates = parse_rates(ingest_rates)
     if None in rates:
         raise click.BadParameter("'max' is no ingest rate", param_hint="--ingest-rates")
     if not catalog.is_file():
         raise click.BadParameter(f"{catalog} does not exist", param_hint="--catalog")
+    try:
+        load_tool = vegeta.binary(click.echo)
+    except vegeta.VegetaMissing as exc:
+        raise click.ClickException(str(exc)) from None
     params = ApiBenchParams(
         users=users,
         clients=clients,
@@ -252,10 +254,11 @@ def api_command(
         ingest_seconds=ingest_seconds,
         ingest_rates=[r for r in rates if r is not None],
         background_eps=background_rate,
-        think_ms=think_ms,
+        check_rate=check_rate,
         repeat=repeat,
         seed=rng_seed,
         catalog=catalog,
+        vegeta=load_tool,
         deadline_seconds=deadline,
     )
     result = run_api_bench(settings, params, dict(os.environ), click.echo)

@@ -130,6 +130,9 @@ def test_tiny_api_bench_checks_ingests_and_books_every_event_once(tmp_path: Path
         assert series["requests"] > 0 and series["errors"] == 0, (key, series)
         assert series["p99_ms"] >= series["p50_ms"] > 0, (key, series)
     assert routes[("ingest", "events", 5000.0)]["requests"] == 150  # 3 s of 50 arrays/s
+    # vegeta's open loop: 1,000 checks/s offered for 3 s, half of them each route
+    checks = [routes[("checks", r, None)]["requests"] for r in ("balance", "entitlement")]
+    assert 2_990 <= sum(checks) <= 3_010 and abs(checks[0] - checks[1]) <= 1, checks
     assert 1 <= run["pool_max_in_use"] <= run["pool_size"]
     books = run["books"]
     # warm-up, the background during the checks and every array answered 202, once each

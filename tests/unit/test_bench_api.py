@@ -1,10 +1,13 @@
-"""`bench api`'s pure parts (figures, medians, targets, tables, bodies) and its load client
-against a stand-in aiohttp server on loopback."""
+"""`bench api`'s pure parts (figures, medians, targets, tables, bodies, vegeta's targets and
+results) and vegeta itself against a stand-in aiohttp server on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +15,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from pipeline.ops.bench import api_load, api_results
-from pipeline.ops.bench.api_load import LoadPlan
+from pipeline.ops.bench import api_results, vegeta
+from pipeline.ops.bench.api_phases import arrays
 from pipeline.ops.devstack.ports import free_port
 
 
@@ -29,14 +32,6 @@ def test_route_figures_count_non_2xx_and_exceptions_as_errors() -> None:
     assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
     empty = api_results.route_figures([], [], 0.0)
     assert empty["requests_per_s"] is None and empty["p99_ms"] is None and empty["errors"] == 0
-
-
-def test_accepted_positions_are_the_events_of_the_arrays_answered_2xx() -> None:
-    # 25 events in arrays of 10: the last holds 5; the second was refused.
-    assert api_results.accepted_positions([202, 503, 202], 10, 25) == [
-        *range(10), *range(20, 25)
-    ]  # fmt: skip
-    assert api_results.accepted_positions([0], 10, 10) == []
 
 
 def test_the_pool_metric_is_read_from_the_prometheus_page() -> None:
@@ -122,20 +117,78 @@ def test_tables_show_each_route_the_pool_the_books_and_the_targets() -> None:
         assert expected in text, expected
 
 
-def test_bodies_are_json_arrays_one_a_line(tmp_path: Path) -> None:
+def test_bodies_are_json_arrays_of_consecutive_events() -> None:
     lines = [json.dumps({"n": i}, separators=(",", ":")).encode() for i in range(25)]
-    bodies = api_load.arrays(lines, 10)
+    bodies = arrays(lines, 10)
     assert [len(json.loads(b)) for b in bodies] == [10, 10, 5]
     assert [e["n"] for b in bodies for e in json.loads(b)] == list(range(25))
-    path = tmp_path / "bodies"
-    api_load.write_bodies(path, bodies)
-    assert path.read_bytes().splitlines() == bodies
 
 
-def test_a_plan_reads_back_as_written(tmp_path: Path) -> None:
-    plan = LoadPlan("checks", "http://127.0.0.1:1", "upk_x", 3, 1.5, ("a", "b"), 7, 2.0, 9)
-    plan.write(tmp_path / "plan.json")
-    assert LoadPlan.read(tmp_path / "plan.json") == plan
+def test_check_targets_alternate_the_routes_over_the_users_with_the_token(tmp_path: Path) -> None:
+    path = tmp_path / "targets"
+    vegeta.write_check_targets(path, "http://h:1", "upk_t", ["u1", "u2"], 70, 6, seed=3)
+    targets = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(targets) == 6
+    assert [vegeta.route_of(t["url"]) for t in targets] == ["balance", "entitlement"] * 3
+    assert {t["url"].split("/")[5] for t in targets} <= {"u1", "u2"}
+    assert targets[1]["url"].endswith("/entitlement?credits=70")
+    assert all(t["method"] == "GET" and t["header"] == {"Authorization": ["Bearer upk_t"]}
+               for t in targets)  # fmt: skip
+
+
+def test_ingest_targets_carry_each_body_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "targets"
+    vegeta.write_ingest_targets(path, "http://h:1", "upk_i", [b"[1]", b"[2,3]"])
+    targets = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [base64.b64decode(t["body"]) for t in targets] == [b"[1]", b"[2,3]"]
+    assert targets[0]["url"] == "http://h:1/v1/events"
+    assert targets[0]["header"]["Content-Type"] == ["application/json"]
+
+
+def test_an_attack_runs_for_its_seconds_or_until_its_targets_run_out(tmp_path: Path) -> None:
+    timed = vegeta.Attack(tmp_path / "t", 2.5, 1000, seconds=20).command(Path("v"), Path("o"))
+    assert "-duration=20s" in timed and "-lazy" not in timed
+    assert "-rate=2500/1000s" in timed and "-max-workers=1000" in timed
+    assert "-max-body=0" in timed  # answers not kept
+    once = vegeta.Attack(tmp_path / "t", 50, 10, keep_bodies=True).command(Path("v"), Path("o"))
+    assert "-lazy" in once and not any(a.startswith("-duration") for a in once)
+    assert "-max-body=-1" in once
+
+
+def _result(url: str, code: int, latency_ns: int, at: str, error: str = "",
+            body: bytes | None = None) -> str:  # fmt: skip
+    return json.dumps({
+        "attack": "", "seq": 0, "code": code, "timestamp": at, "latency": latency_ns,
+        "bytes_out": 0, "bytes_in": 0, "error": error, "method": "GET", "url": url,
+        "body": base64.b64encode(body).decode() if body is not None else None,
+    })  # fmt: skip
+
+
+def test_results_split_by_route_with_failures_counted_by_kind() -> None:
+    lines = [
+        _result("http://h/v1/users/u/balance", 200, 2_000_000, "2026-12-07T10:00:00.000000001Z"),
+        _result("http://h/v1/users/u/entitlement?credits=5", 500, 1_500_000,
+                "2026-12-07T10:00:00.25+00:00"),
+        _result("http://h/v1/users/u/balance", 0, 3_000_000, "2026-12-07T10:00:00.5Z",
+                'Get "http://h/v1/users/u/balance": dial tcp 127.0.0.1:1: connect: '
+                "connection refused"),
+        _result("", 0, 0, "2026-12-07T10:00:00.6Z", vegeta.NO_TARGETS),  # not a request
+    ]  # fmt: skip
+    samples = vegeta.parse(lines)
+    assert samples.status == {"balance": [200, 0], "entitlement": [500]}
+    assert samples.latency_ms == {"balance": [2.0, 3.0], "entitlement": [1.5]}
+    assert samples.exceptions["balance"] == {"connection refused": 1}
+    assert samples.seconds == pytest.approx(0.503, abs=1e-6)
+
+
+def test_accepted_request_ids_come_from_the_answers_bodies() -> None:
+    answer = {"results": [
+        {"index": 0, "request_id": "a", "status": "accepted"},
+        {"index": 1, "status": "rejected", "reason": "invalid_schema"},
+        {"index": 2, "request_id": "c", "status": "not_published"},
+    ]}  # fmt: skip
+    problem = b'{"type": "about:blank", "status": 503}'
+    assert vegeta.accepted_request_ids([json.dumps(answer).encode(), problem, b""]) == {"a"}
 
 
 TOKEN = "upk_stand-in"
@@ -143,11 +196,8 @@ BAD_USER = "00000000-0000-4000-8000-000000000000"
 
 
 def _stand_in() -> web.Application:
-    """Answers like the API: 401 without the token, 500 for BAD_USER, 503 for a body
-    that holds "fail"."""
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    """Answers like the API: 401 without the token, 500 for BAD_USER; an array of events is
+    answered 503 if it holds "fail", else 202 with each event accepted."""
 
     async def check(request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -157,66 +207,72 @@ def _stand_in() -> web.Application:
         return web.json_response({"allowed": True})
 
     async def events(request: web.Request) -> web.Response:
-        body = await request.read()
-        json.loads(body)
-        return web.json_response({}, status=503 if b'"fail"' in body else 202)
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({}, status=401)
+        items = json.loads(await request.read())
+        if "fail" in items:
+            return web.json_response({}, status=503)
+        answers = [{"index": i, "request_id": str(item), "status": "accepted"}
+                   for i, item in enumerate(items)]  # fmt: skip
+        return web.json_response({"results": answers}, status=202)
 
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/users/{user_id}/balance", check)
     app.router.add_get("/v1/users/{user_id}/entitlement", check)
     app.router.add_post("/v1/events", events)
     return app
 
 
-def _against_stand_in(plan: LoadPlan) -> api_load.Samples:
-    async def go() -> api_load.Samples:
-        runner = web.AppRunner(_stand_in())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", int(plan.base_url.rsplit(":", 1)[1])).start()
-        try:
-            return await api_load.run(plan)
-        finally:
-            await runner.cleanup()
-
-    return asyncio.run(go())
-
-
-def test_the_closed_loop_alternates_checks_and_records_each_answer(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    users = ("11111111-1111-4111-8111-111111111111", BAD_USER)
-    plan = LoadPlan("checks", f"http://127.0.0.1:{free_port()}", TOKEN, 4, 0.3, users)
-    samples = _against_stand_in(plan)
-    assert capsys.readouterr().out == api_load.READY + "\n"
-    routes = samples.as_dict()["routes"]
-    assert set(routes) == {"balance", "entitlement"}
-    counts = [len(routes[r]["status"]) for r in ("balance", "entitlement")]
-    assert min(counts) > 10 and abs(counts[0] - counts[1]) <= 4  # half each
-    for route in routes.values():
-        assert set(route["status"]) == {200, 500}  # random users of the two
-        assert len(route["latency_ms"]) == len(route["status"])
-        assert all(v > 0 for v in route["latency_ms"])
-    assert 0.3 <= samples.seconds < 5
+@pytest.fixture(scope="module")
+def stand_in() -> Iterator[str]:
+    """The stand-in served from a thread of its own; its base URL."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(_stand_in())
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
 
 
-def test_the_open_loop_sends_on_schedule_and_keeps_the_answers_in_body_order(
-    tmp_path: Path,
-) -> None:
-    bodies = [b'[{"n":0}]', b'[{"n":"fail"}]', b'[{"n":2}]', b'[{"n":3}]']
-    api_load.write_bodies(tmp_path / "bodies", bodies)
-    plan = LoadPlan("ingest", f"http://127.0.0.1:{free_port()}", TOKEN, 2,
-                    bodies=str(tmp_path / "bodies"), rate=20.0)  # fmt: skip
-    samples = _against_stand_in(plan)
-    assert samples.status == {"events": [202, 503, 202, 202]}
+def _attack(attack: vegeta.Attack, out: Path) -> vegeta.Samples:
+    import subprocess
+
+    binary = vegeta.binary()
+    subprocess.run(attack.command(binary, out), check=True, timeout=60)
+    return vegeta.samples(binary, out)
+
+
+def test_vegeta_checks_each_route_and_records_each_answer(stand_in: str, tmp_path: Path) -> None:
+    users = ["11111111-1111-4111-8111-111111111111", BAD_USER]
+    targets = tmp_path / "targets"
+    vegeta.write_check_targets(targets, stand_in, TOKEN, users, 5, 40, seed=1)
+    samples = _attack(vegeta.Attack(targets, 40, 4, seconds=1), tmp_path / "out")
+    counts = [len(samples.status[r]) for r in vegeta.CHECK_ROUTES]
+    assert sum(counts) == 40 and abs(counts[0] - counts[1]) <= 1  # 40/s for 1 s, half each
+    for route in vegeta.CHECK_ROUTES:
+        assert set(samples.status[route]) == {200, 500}  # random users of the two
+        assert all(v > 0 for v in samples.latency_ms[route])
+    assert 0.9 <= samples.seconds < 5
+
+
+def test_vegeta_sends_each_body_once_and_keeps_the_answers(stand_in: str, tmp_path: Path) -> None:
+    bodies = [b'["a","b"]', b'["fail"]', b'["c"]', b'["d"]']
+    targets = tmp_path / "targets"
+    vegeta.write_ingest_targets(targets, stand_in, TOKEN, bodies)
+    samples = _attack(vegeta.Attack(targets, 20, 2, keep_bodies=True), tmp_path / "out")
+    assert sorted(samples.status["events"]) == [202, 202, 202, 503]
     assert samples.seconds >= 3 / 20  # the last body leaves 150 ms after the first
-    assert samples.exceptions == {"events": {}}
+    assert vegeta.accepted_request_ids(samples.bodies["events"]) == {"a", "b", "c", "d"}
 
 
-def test_a_server_that_is_gone_is_an_exception_per_request(tmp_path: Path) -> None:
-    api_load.write_bodies(tmp_path / "bodies", [b"[]", b"[]"])
-    plan = LoadPlan("ingest", f"http://127.0.0.1:{free_port()}", TOKEN, 2,
-                    bodies=str(tmp_path / "bodies"), rate=100.0)  # fmt: skip
-    samples = asyncio.run(api_load.run(plan))
+def test_a_server_that_is_gone_is_a_failure_per_request(tmp_path: Path) -> None:
+    targets = tmp_path / "targets"
+    vegeta.write_ingest_targets(targets, f"http://127.0.0.1:{free_port()}", TOKEN, [b"[]"] * 2)
+    samples = _attack(vegeta.Attack(targets, 100, 2), tmp_path / "out")
     assert samples.status == {"events": [0, 0]}
-    assert sum(samples.exceptions["events"].values()) == 2
+    assert samples.exceptions["events"] == {"connection refused": 2}

@@ -83,9 +83,9 @@ def test_nothing_installed_is_one_line_naming_every_tool(bin_dir: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "toolchain: missing java 17+, mvn, promtool, make: "
-        "apt-get install openjdk-17-jdk-headless maven prometheus make (Debian/Ubuntu, as root) "
-        "or brew install openjdk@17 maven prometheus make (macOS)"
+        "toolchain: missing java 17+, mvn, promtool, make, go: apt-get install "
+        "openjdk-17-jdk-headless maven prometheus make golang-go (Debian/Ubuntu, as root) "
+        "or brew install openjdk@17 maven prometheus make go (macOS)"
     ]
     assert not log.exists()
 
@@ -93,9 +93,10 @@ def test_nothing_installed_is_one_line_naming_every_tool(bin_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("present", "missing", "debian"),
     [
-        (["mvn", "make"], "java 17+, promtool", "openjdk-17-jdk-headless prometheus"),
-        (["java", "promtool", "make"], "mvn", "maven"),
-        (["java", "mvn", "promtool"], "make", "make"),
+        (["mvn", "make", "go"], "java 17+, promtool", "openjdk-17-jdk-headless prometheus"),
+        (["java", "promtool", "make", "go"], "mvn", "maven"),
+        (["java", "mvn", "promtool", "go"], "make", "make"),
+        (["java", "mvn", "promtool", "make"], "go", "golang-go"),
     ],
 )
 def test_the_line_names_exactly_the_missing_tools(
@@ -117,7 +118,7 @@ def test_a_java_older_than_17_counts_as_missing(
     bin_dir: Path, version_line: str, major: int
 ) -> None:
     fake_java(bin_dir, version_line)
-    for name in ("mvn", "promtool", "make"):
+    for name in ("mvn", "promtool", "make", "go"):
         fake(bin_dir, name)
     result = run(bin_dir)
     assert result.returncode == 1
@@ -133,7 +134,7 @@ def test_with_every_tool_present_it_succeeds_and_installs_nothing(
     bin_dir: Path, install: str
 ) -> None:
     fake_java(bin_dir, JAVA_17)
-    for name in ("mvn", "promtool", "make"):
+    for name in ("mvn", "promtool", "make", "go"):
         fake(bin_dir, name)
     log = fake_apt_get(bin_dir)
     result = run(bin_dir, install)
@@ -144,6 +145,7 @@ def test_with_every_tool_present_it_succeeds_and_installs_nothing(
 def test_it_installs_only_the_missing_packages_with_apt_get(bin_dir: Path) -> None:
     fake_java(bin_dir, JAVA_17)
     fake(bin_dir, "make")
+    fake(bin_dir, "go")
     log = fake_apt_get(bin_dir, installs={"mvn": "exit 0", "promtool": "exit 0"})
     result = run(bin_dir, "always")  # as `auto` does as root
     assert result.returncode == 0, result.stderr
@@ -156,7 +158,7 @@ def test_it_installs_only_the_missing_packages_with_apt_get(bin_dir: Path) -> No
 
 def test_an_install_that_leaves_a_tool_missing_still_fails_in_one_line(bin_dir: Path) -> None:
     fake_java(bin_dir, JAVA_11)
-    for name in ("mvn", "promtool", "make"):
+    for name in ("mvn", "promtool", "make", "go"):
         fake(bin_dir, name)
     log = fake_apt_get(bin_dir)
     result = run(bin_dir, "always")
@@ -190,7 +192,7 @@ def test_an_unknown_install_mode_is_refused(bin_dir: Path) -> None:
 
 def test_a_missing_system_postgresql_is_named(bin_dir: Path) -> None:
     fake_java(bin_dir, JAVA_17)
-    for name in ("mvn", "promtool", "make"):
+    for name in ("mvn", "promtool", "make", "go"):
         fake(bin_dir, name)
     result = run(bin_dir, postgres=False)
     assert result.returncode == 1

@@ -7,7 +7,7 @@ targets), `stack` (the bench's own Kafka + PostgreSQL and its databases), `publi
 and /proc probes), `consumers` (the baseline and bare consumer subprocesses), `runners`
 (one side-by-side run, one rate sweep), `report` (table, JSON, Markdown) and `plot`.
 
-`bench api`, the gateway API under load: `api_load` (the load client, a process of its own),
-`api_phases` (checks and ingest), `api_run` (the stack, the repeats, the books) and
+`bench api`, the gateway API under load: `vegeta` (the load tool's targets, attacks and
+results), `api_phases` (checks and ingest), `api_run` (the stack, the repeats, the books) and
 `api_results` (figures, medians, targets, tables).
 """

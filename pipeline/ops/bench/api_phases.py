@@ -1,37 +1,40 @@
 """The phases of one `bench api` repeat, against a running API and worker: the checks
-(the load client's closed loop while this process publishes the background stream at its
-steady rate for the worker to book) and ingest at one offered rate (the open loop, in
-arrays of ARRAY_EVENTS events). `load` runs the load client (`api_load`) as a process of
-its own and samples the API's and its own CPU meanwhile. Each phase adds the events it
-had published to those the worker must book.
+(vegeta's open loop at the offered check rate while this process publishes the background
+stream at its steady rate for the worker to book) and ingest at one offered rate (the open
+loop, in arrays of ARRAY_EVENTS events). `load` runs vegeta (`pipeline.ops.bench.vegeta`)
+as a process of its own and samples the API's and its CPU meanwhile. Each phase adds the
+events it had published to those the worker must book.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import math
 import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from pipeline.ops.bench import api_results, measure, runners, stats, traffic
-from pipeline.ops.bench.api_load import INGEST_ROUTE, READY, LoadPlan, arrays, write_bodies
+from pipeline.ops.bench import api_results, measure, runners, stats, traffic, vegeta
 from pipeline.ops.bench.publish import Published, first_publish_ms, publish
 from pipeline.ops.demo.sample import DemoUser
 
 ARRAY_EVENTS = 100
 
 
+def arrays(lines: Sequence[bytes], size: int) -> list[bytes]:
+    """Consecutive events as JSON arrays of up to `size`; the lines are compact JSON."""
+    return [b"[" + b",".join(lines[i : i + size]) + b"]" for i in range(0, len(lines), size)]
+
+
 @dataclass(frozen=True)
 class ApiBenchParams:
     users: int = 10_000
     clients: int = 1_000
-    """Concurrent clients of the checks, and the load client's connections."""
+    """Requests in flight at most and connections open (vegeta's workers)."""
     seconds: float = 20.0
     """Of the checks phase."""
     ingest_seconds: float = 15.0
@@ -40,16 +43,20 @@ class ApiBenchParams:
     """Events per second offered, in arrays of ARRAY_EVENTS."""
     background_eps: float = 1000.0
     """Events per second published for the worker during the checks."""
-    think_ms: float = 0.0
+    check_rate: float = 1000.0
+    """Checks per second offered, balance and entitlement in turn."""
     credits: int = 100
     """What an entitlement check asks for."""
     repeat: int = 1
     seed: int = 7
     catalog: Path = Path()
+    vegeta: Path = Path("vegeta")
+    """The load tool (`vegeta.binary()`)."""
     deadline_seconds: float = 300.0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"catalog": self.catalog.name, "array_events": ARRAY_EVENTS}
+        return asdict(self) | {"catalog": self.catalog.name, "vegeta": vegeta.VERSION,
+                               "array_events": ARRAY_EVENTS}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ class Repeat:
         return [self.worker, self.api.process]
 
     def checks(self, users: tuple[DemoUser, ...]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The closed loop while the background is published; its series, and the
+        """vegeta's checks while the background is published; their series, and the
         background's figures once the worker has booked it."""
         params, bootstrap = self.params, self.ctx.stack.bootstrap
         background = self.make(max(1, round(params.background_eps * params.seconds)), 1)
@@ -92,10 +99,23 @@ class Repeat:
             sending = publish(bootstrap, self.topic, background.lines, background.keys, rate)
             published.append(asyncio.run(sending))
 
-        plan = LoadPlan("checks", self.api.url, self.api.read_token, params.clients,
-                        params.seconds, tuple(str(u.id) for u in users), params.credits,
-                        params.think_ms, self.seed)  # fmt: skip
-        series, _ = load(self.ctx, "checks", plan, self.api.process, None, publish_background)
+        targets = self._file("checks.targets")
+        vegeta.write_check_targets(
+            targets, self.api.url, self.api.read_token, [str(u.id) for u in users],
+            params.credits, math.ceil(params.check_rate * params.seconds), self.seed,
+        )  # fmt: skip
+        attack = vegeta.Attack(targets, params.check_rate, params.clients, params.seconds)
+        series, _ = load(
+            self.ctx,
+            params.vegeta,
+            "checks",
+            "checks",
+            attack,
+            self.api.process,
+            None,
+            publish_background,
+        )
+        targets.unlink()
         self.ctx.progress(describe(series))
         self.expected |= background.valid_ids()
         runners.wait_rows(self.ctx, self.database, len(self.expected), self.processes,
@@ -118,44 +138,51 @@ class Repeat:
         """The open loop at `rate` events/s in arrays; its series."""
         posts = max(1, round(rate * self.params.ingest_seconds / ARRAY_EVENTS))
         events = self.make(posts * ARRAY_EVENTS, 2 + index, duplicate_share=0.0)
-        bodies = self.ctx.stack.settings.state_dir / f"bodies-{self.ctx.tag}-{index}.ndjson"
-        write_bodies(bodies, arrays(events.lines, ARRAY_EVENTS))
-        plan = LoadPlan("ingest", self.api.url, self.api.ingest_token, self.params.clients,
-                        bodies=str(bodies), rate=rate / ARRAY_EVENTS)  # fmt: skip
-        series, samples = load(self.ctx, f"ingest-{index}", plan, self.api.process, rate)
-        bodies.unlink()
+        targets = self._file(f"ingest-{index}.targets")
+        vegeta.write_ingest_targets(targets, self.api.url, self.api.ingest_token,
+                                    arrays(events.lines, ARRAY_EVENTS))  # fmt: skip
+        attack = vegeta.Attack(targets, rate / ARRAY_EVENTS, self.params.clients,
+                               keep_bodies=True)  # fmt: skip
+        series, samples = load(
+            self.ctx,
+            self.params.vegeta,
+            "ingest",
+            f"ingest-{index}",
+            attack,
+            self.api.process,
+            rate,
+        )
+        targets.unlink()
         self.ctx.progress(describe(series))
-        status = samples["routes"][INGEST_ROUTE]["status"]
-        taken = api_results.accepted_positions(status, ARRAY_EVENTS, len(events.lines))
-        self.expected |= {rid for p in taken if (rid := events.request_ids[p]) is not None}
+        taken = vegeta.accepted_request_ids(samples.bodies.get(vegeta.INGEST_ROUTE, []))
+        self.expected |= {UUID(rid) for rid in taken}
         return series
+
+    def _file(self, name: str) -> Path:
+        return self.ctx.stack.settings.state_dir / f"{self.ctx.tag}-{name}"
 
 
 def load(
     ctx: runners.Context,
+    binary: Path,
+    phase: str,
     name: str,
-    plan: LoadPlan,
+    attack: vegeta.Attack,
     api: subprocess.Popen[bytes],
     offered_eps: float | None,
     meanwhile: Callable[[], None] | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run the load client on `plan` (and `meanwhile` once it is warm); its series, with
-    the API's and the client's CPU (share of one core) over the phase, and its samples."""
+) -> tuple[list[dict[str, Any]], vegeta.Samples]:
+    """Run vegeta's `attack` (and `meanwhile` as it starts); its series, with the API's and
+    vegeta's CPU (share of one core) over the phase, and its samples."""
     state = ctx.stack.settings.state_dir
-    plan_path, out = state / f"{name}-{ctx.tag}.plan.json", state / f"{name}-{ctx.tag}.json"
-    plan.write(plan_path)
-    command = [sys.executable, "-m", "pipeline.ops.bench.api_load", str(plan_path), str(out)]
+    results = state / f"{name}-{ctx.tag}.bin"
     with (state / f"load-{ctx.tag}.log").open("ab") as log:
-        client = subprocess.Popen(command, env=dict(ctx.base_env), stdout=subprocess.PIPE,
-                                  stderr=log)  # fmt: skip
+        client = subprocess.Popen(attack.command(binary, results), stdout=log, stderr=log)
     try:
         with (
             measure.ProcessSampler(client.pid) as client_cpu,
             measure.ProcessSampler(api.pid) as api_cpu,
         ):
-            assert client.stdout is not None
-            if client.stdout.readline().decode().strip() != READY:
-                raise runners.BenchFailed(f"the load client ({name}) failed; see its log")
             began = time.time()
             if meanwhile is not None:
                 meanwhile()
@@ -163,24 +190,22 @@ def load(
             ended = time.time()
     except subprocess.TimeoutExpired:
         raise runners.BenchFailed(
-            f"the load client ({name}) did not finish in {ctx.deadline_seconds:.0f}s"
+            f"vegeta ({name}) did not finish in {ctx.deadline_seconds:.0f}s"
         ) from None
     finally:
         if client.poll() is None:
             client.kill()
             client.wait()
-        if client.stdout is not None:
-            client.stdout.close()
     if client.returncode != 0:
-        raise runners.BenchFailed(f"the load client ({name}) exited with {client.returncode}")
-    samples = json.loads(out.read_text())
-    plan_path.unlink()
-    out.unlink()
+        raise runners.BenchFailed(f"vegeta ({name}) exited with {client.returncode}; see "
+                                  f"{state / f'load-{ctx.tag}.log'}")  # fmt: skip
+    samples = vegeta.samples(binary, results)
+    results.unlink()
 
     def share(sampler: measure.ProcessSampler) -> float | None:
         return stats.ratio(sampler.cpu_between(began, ended)[0], ended - began)
 
-    series = api_results.phase_series(samples, plan.kind, offered_eps, plan.connections)
+    series = api_results.phase_series(samples.as_dict(), phase, offered_eps, attack.connections)
     for s in series:
         s |= {"api_cpu": share(api_cpu), "client_cpu": share(client_cpu)}
     return series, samples

@@ -50,7 +50,7 @@ def route_figures(
 def phase_series(
     samples: Mapping[str, Any], phase: str, offered_eps: float | None, clients: int
 ) -> list[Json]:
-    """One series per route of a phase's samples (the load client's JSON)."""
+    """One series per route of a phase's samples (`vegeta.Samples.as_dict()`)."""
     return [
         {
             "phase": phase,
@@ -62,17 +62,6 @@ def phase_series(
             ),
         }
         for route, data in samples["routes"].items()
-    ]
-
-
-def accepted_positions(status: Sequence[int], array_size: int, events: int) -> list[int]:
-    """Stream positions of the events whose array (body k holds events k*size onwards) was
-    answered 2xx: the events the API took."""
-    return [
-        position
-        for k, code in enumerate(status)
-        if not is_error(code)
-        for position in range(k * array_size, min((k + 1) * array_size, events))
     ]
 
 

@@ -22,7 +22,6 @@ import hmac
 import json
 import os
 import random
-import shutil
 import socket
 import statistics
 import subprocess
@@ -32,6 +31,8 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+from pipeline.ops.bench.vegeta import binary as vegeta_binary
 
 TOKEN = "upk_spike-token"
 USERS = [uuid.UUID(int=random.Random(1).getrandbits(128) | (4 << 76)) for _ in range(10_000)]
@@ -58,14 +59,21 @@ def serve(framework: str, port: int) -> None:
         from aiohttp import web
 
         async def balance(request: web.Request) -> web.Response:
-            status, body = _answer(request.headers.get("Authorization"),
-                                   request.match_info["user_id"])
+            status, body = _answer(
+                request.headers.get("Authorization"), request.match_info["user_id"]
+            )
             return web.json_response(body, status=status)
 
         app = web.Application()
         app.router.add_get("/v1/users/{user_id}/balance", balance)
-        web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
-                    loop=uvloop.new_event_loop())
+        web.run_app(
+            app,
+            host="127.0.0.1",
+            port=port,
+            print=None,
+            access_log=None,
+            loop=uvloop.new_event_loop(),
+        )
         return
     import uvicorn
 
@@ -76,8 +84,9 @@ def serve(framework: str, port: int) -> None:
         from starlette.routing import Route
 
         async def balance_s(request: Request) -> JSONResponse:
-            status, body = _answer(request.headers.get("authorization"),
-                                   request.path_params["user_id"])
+            status, body = _answer(
+                request.headers.get("authorization"), request.path_params["user_id"]
+            )
             return JSONResponse(body, status_code=status)
 
         asgi = Starlette(routes=[Route("/v1/users/{user_id}/balance", balance_s)])
@@ -92,8 +101,15 @@ def serve(framework: str, port: int) -> None:
             status, body = _answer(authorization, user_id)
             return FastJSON(body, status_code=status)
 
-    uvicorn.run(asgi, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                access_log=False, log_level="warning")
+    uvicorn.run(
+        asgi,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 def free_port() -> int:
@@ -109,11 +125,24 @@ def cpu_seconds(pid: int) -> float:
 
 def vegeta(binary: str, targets: Path, rate: str, seconds: int, workers: int) -> dict:
     out = targets.with_suffix(".bin")
-    subprocess.run([binary, "attack", "-format=json", f"-targets={targets}", f"-rate={rate}",
-                    f"-duration={seconds}s", f"-max-workers={workers}", f"-workers={workers}",
-                    "-max-body=0", f"-output={out}"], check=True)
-    report = subprocess.run([binary, "report", "-type=json", str(out)], check=True,
-                            capture_output=True, text=True)
+    subprocess.run(
+        [
+            binary,
+            "attack",
+            "-format=json",
+            f"-targets={targets}",
+            f"-rate={rate}",
+            f"-duration={seconds}s",
+            f"-max-workers={workers}",
+            f"-workers={workers}",
+            "-max-body=0",
+            f"-output={out}",
+        ],
+        check=True,
+    )
+    report = subprocess.run(
+        [binary, "report", "-type=json", str(out)], check=True, capture_output=True, text=True
+    )
     return json.loads(report.stdout)
 
 
@@ -123,16 +152,26 @@ def one(framework: str, binary: str, work: Path) -> dict[str, float]:
     base = f"http://127.0.0.1:{port}/v1/users/"
     targets = work / "targets"
     rng = random.Random(7)
-    targets.write_text("".join(
-        json.dumps({"method": "GET", "url": f"{base}{rng.choice(USERS)}/balance",
-                    "header": {"Authorization": [f"Bearer {TOKEN}"]}}) + "\n"
-        for _ in range(20_000)))
+    targets.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "method": "GET",
+                    "url": f"{base}{rng.choice(USERS)}/balance",
+                    "header": {"Authorization": [f"Bearer {TOKEN}"]},
+                }
+            )
+            + "\n"
+            for _ in range(20_000)
+        )
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                request = urllib.request.Request(f"{base}{USERS[0]}/balance",
-                                                 headers={"Authorization": f"Bearer {TOKEN}"})
+                request = urllib.request.Request(
+                    f"{base}{USERS[0]}/balance", headers={"Authorization": f"Bearer {TOKEN}"}
+                )
                 urllib.request.urlopen(request, timeout=1).read()
                 break
             except OSError:
@@ -161,20 +200,26 @@ def main() -> None:
         serve(sys.argv[2], int(sys.argv[3]))
         return
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    binary = os.environ.get("VEGETA") or shutil.which("vegeta") or str(Path.home() / "go/bin/vegeta")
+    binary = str(vegeta_binary())
     figures: dict[str, list[dict[str, float]]] = {f: [] for f in FRAMEWORKS}
     with tempfile.TemporaryDirectory() as work:
         for n in range(rounds):
             for framework in FRAMEWORKS:
                 figures[framework].append(one(framework, binary, Path(work)))
-                print(n + 1, framework, {k: round(v, 2) for k, v in figures[framework][-1].items()},
-                      flush=True)
+                print(
+                    n + 1,
+                    framework,
+                    {k: round(v, 2) for k, v in figures[framework][-1].items()},
+                    flush=True,
+                )
     print(f"medians of {rounds} rounds:")
     for framework, runs in figures.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        print(f"  {framework:10} CPU {med['cpu_us_per_request']:6.1f} us/request at 1,000/s, "
-              f"p50 {med['p50_ms']:.2f} ms, p99 {med['p99_ms']:.2f} ms; "
-              f"at most {med['max_rps']:,.0f} requests/s")
+        print(
+            f"  {framework:10} CPU {med['cpu_us_per_request']:6.1f} us/request at 1,000/s, "
+            f"p50 {med['p50_ms']:.2f} ms, p99 {med['p99_ms']:.2f} ms; "
+            f"at most {med['max_rps']:,.0f} requests/s"
+        )
 
 
 if __name__ == "__main__":

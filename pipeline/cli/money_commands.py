@@ -17,7 +17,7 @@ from pipeline.cli.ledger_commands import credits
 from pipeline.core.tariff import Rate
 from pipeline.errors import PipelineError
 from pipeline.money import margins as margin_configs
-from pipeline.money import movements, prices
+from pipeline.money import movements, prices, verification
 from pipeline.money import report as reports
 from pipeline.money.catalog import PriceError
 from pipeline.settings import Settings, database_url
@@ -183,6 +183,21 @@ def import_command(settings: Settings, path: Path, effective_from: datetime | No
         f"{added} new, {len(result.changes) - added} changed, {result.unchanged} unchanged; "
         f"skipped: {skipped}"
     )
+
+
+@prices_group.command(name="stale")
+@click.option("--at", type=TIMESTAMP, default=None, help="Default: now.")
+@click.option(
+    "--format", "fmt", type=click.Choice(reports.FORMATS), default="table", show_default=True
+)
+@click.pass_obj
+def stale_command(settings: Settings, at: datetime | None, fmt: str) -> None:
+    """Prices in effect whose last verification is older than their verification_frequency_days,
+    most used first (requests of the last 7 days). An import or `prices set` that finds a price
+    unchanged verifies it."""
+    with connect(settings) as conn:
+        result = verification.stale_prices(conn, at or datetime.now(UTC))
+    click.echo(reports.render(result, fmt, empty="no price is overdue for verification"))
 
 
 # margins

@@ -2,8 +2,9 @@
 
 A price change is a new `model_provider_pricing` row; the row it replaces gets
 `effective_until` = the new row's `effective_from`, so every request still finds the
-price in effect when it started. Setting the price a model already has changes nothing,
-which makes re-importing a catalog a no-op.
+price in effect when it started. Setting the price a model already has changes no price,
+which makes re-importing a catalog a no-op for the books; it records that the price was
+verified (`last_verified`).
 
 The pure part (`change_between`, `price_problem`) decides; `set_price` and `import_litellm`
 read and write PostgreSQL. The catalog itself is parsed in `pipeline.money.catalog`.
@@ -197,6 +198,11 @@ def _write_price(
     )
     change = change_between(previous, price)
     if not change.applied:
+        assert latest is not None
+        # Found unchanged: verified now (`pipeline.money.verification`).
+        cur.execute(
+            "UPDATE model_provider_pricing SET last_verified = now() WHERE id = %s", (latest[0],)
+        )
         return change
     if latest is not None:
         if latest[5] >= effective_from:

@@ -116,8 +116,9 @@ def objects(report: Report) -> list[dict[str, Any]]:
     ]
 
 
-def render(report: Report, fmt: str) -> str:
-    """The report as an aligned text table, CSV (with header) or a JSON array of objects."""
+def render(report: Report, fmt: str, empty: str = "no usage in this period") -> str:
+    """The report as an aligned text table (`empty` if it has no rows), CSV (with header)
+    or a JSON array of objects."""
     if fmt == "json":
         return json.dumps(objects(report), indent=2)
     cells = [[_text(v) for v in row] for row in report.rows]
@@ -130,7 +131,7 @@ def render(report: Report, fmt: str) -> str:
     if fmt != "table":
         raise ReportError(f"format must be one of {', '.join(FORMATS)}")
     if not cells:
-        return "no usage in this period"
+        return empty
     numeric = [all(_is_number(r[i]) for r in cells) for i in range(len(report.columns))]
     return tables.text(report.columns, cells, right=numeric)
 

@@ -124,8 +124,8 @@ class Metrics:
         )
         self.db_errors = Counter(
             name("db_errors"),
-            "Database errors not retried: events the schema refused, failed alert outbox "
-            "or credit expiry runs.",
+            "Database errors not retried: events the schema refused, failed alert outbox, "
+            "credit expiry or stale-price runs.",
             ["kind"],
             registry=r,
         )
@@ -135,6 +135,11 @@ class Metrics:
         self.alerts_published = Counter(
             name("alerts_published"), "Credit alerts published.", registry=r
         )
+        self.prices_stale = Gauge(
+            name("prices_stale"),
+            "Vendor prices in effect overdue for verification (`prices stale` lists them).",
+            registry=r,
+        )
         self.up = Gauge(name("worker_up"), "1 while the worker runs.", registry=r)
         self.last_commit = Gauge(
             name("last_commit_timestamp_seconds"),
@@ -143,7 +148,7 @@ class Metrics:
         )
         for outcome in OUTCOMES:
             self.processed.labels(outcome)
-        for kind in ("refused_event", "alert_outbox", "expiry"):
+        for kind in ("refused_event", "alert_outbox", "expiry", "stale_prices"):
             self.db_errors.labels(kind)
         self.up.set(1)
 

@@ -1,5 +1,6 @@
-"""The worker's timers: alerts left in the outbox, credit expiry (on the leader), and
-the consumer lag gauge. Each one logs a failure and tries again on its next tick."""
+"""The worker's timers: alerts left in the outbox, credit expiry (on the leader), the
+consumer lag gauge and the count of prices overdue for verification. Each one logs a
+failure and tries again on its next tick."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from datetime import UTC, datetime
 
 import faust
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from pipeline.money.movements import expire
+from pipeline.money.verification import STALE_COUNT
 from pipeline.settings import Settings
 from pipeline.stream import outbox
 from pipeline.stream.booker import Booker
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 
 ALERT_INTERVAL_SECONDS = 5.0
 LAG_INTERVAL_SECONDS = 5.0
+STALE_PRICES_INTERVAL_SECONDS = 60.0
 
 
 def install(
@@ -52,6 +56,14 @@ def install(
         if expired:
             log.info("expired %d credits", expired)
 
+    @app.timer(interval=STALE_PRICES_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
+    async def stale_prices() -> None:
+        try:
+            metrics.prices_stale.set(await count_stale_prices(booker.pool))
+        except Exception as exc:  # the gauge keeps its last count; next tick retries
+            metrics.db_errors.labels("stale_prices").inc()
+            log.warning("counting stale prices failed, will retry: %r", exc)
+
     @app.timer(interval=LAG_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:
         try:
@@ -65,6 +77,15 @@ def install(
         committed = app.monitor.tp_committed_offsets
         done = {(tp.topic, tp.partition): committed.get(tp) for tp in partitions}
         set_lag(metrics, consumer_lag(highwaters, done))
+
+
+async def count_stale_prices(pool: AsyncConnectionPool) -> int:
+    """How many prices in effect now are overdue for verification."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(STALE_COUNT, {"at": datetime.now(UTC)})
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _expire_now(database_url: str) -> int:

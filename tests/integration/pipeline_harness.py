@@ -82,11 +82,13 @@ class Harness:
         return self.env_overrides.get("WORKER_ID", f"worker-{self.tag}")
 
     def env(self) -> dict[str, str]:
-        """The worker's environment; `env_overrides` win over these defaults."""
+        """The worker's environment; `env_overrides` win over these defaults. The worker's
+        login is the test's database too, never a `dev up` stack's left in the checkout."""
         return (
             dict(
                 os.environ,
                 DATABASE_URL=self.database_url,
+                WORKER_DATABASE_URL=self.database_url,
                 KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
                 USAGE_TOPIC=self.usage_topic,
                 DLQ_TOPIC=self.dlq_topic,

@@ -20,6 +20,7 @@ from pipeline.money import margins as margin_configs
 from pipeline.money import movements, prices, verification
 from pipeline.money import report as reports
 from pipeline.money.catalog import PriceError
+from pipeline.money.margin_forecast import FORECAST_DAYS
 from pipeline.settings import Settings, database_url
 
 
@@ -237,11 +238,56 @@ def propose_command(
         if provider is not None:
             with conn.cursor() as cur:
                 provider_id = prices.find_provider(cur, provider)
-        config_id = margin_configs.propose(
+        proposal = margin_configs.propose(
             conn, scope, multiplier, created_by, tier=tier, provider_id=provider_id,
             model_id=model, effective_from=effective_from, reason=reason, reason_details=details,
+            usd_per_credit=settings.usd_per_credit,
         )  # fmt: skip
-    click.echo(f"proposed {config_id} (pending approval)")
+    f = proposal.forecast
+    click.echo(
+        f"proposed {proposal.config_id} (pending approval): over the last "
+        f"{FORECAST_DAYS} days, {f.requests:,} requests in its scope would have been charged "
+        f"{f.proposed_credits:,} credits instead of {f.charged_credits:,}: revenue "
+        f"{_signed_usd(f.revenue_impact_usd)}, gross margin {_signed_usd(f.margin_change_usd)}"
+    )
+
+
+def _signed_usd(amount: Decimal) -> str:
+    return f"{'-' if amount < 0 else '+'}${abs(amount):,.2f}"
+
+
+@margins_group.command(name="show")
+@click.argument("config_id", type=click.UUID)
+@click.option(
+    "--format", "fmt", type=click.Choice(reports.FORMATS), default="table", show_default=True
+)
+@click.pass_obj
+def show_command(settings: Settings, config_id: UUID, fmt: str) -> None:
+    """One margin config, any status, with its forecast (expected_revenue_impact and
+    expected_margin_change_dollars: the last 30 days of its scope charged at it)."""
+    with connect(settings) as conn:
+        found = margin_configs.show(conn, config_id)
+    if fmt != "table":
+        click.echo(reports.render(found, fmt))
+        return
+    width = max(map(len, found.columns))
+    for column, value in zip(found.columns, found.rows[0], strict=True):
+        click.echo(f"{column:<{width}}  {reports.text(value)}")
+
+
+@margins_group.command(name="list")
+@click.option("--pending", is_flag=True, help="Only the configs waiting for approval.")
+@click.option(
+    "--format", "fmt", type=click.Choice(reports.FORMATS), default="table", show_default=True
+)
+@click.pass_obj
+def list_command(settings: Settings, pending: bool, fmt: str) -> None:
+    """Margin configs waiting for approval, oldest first, with their forecasts."""
+    if not pending:
+        raise click.UsageError("only --pending is listed; `margins show ID` shows any config")
+    with connect(settings) as conn:
+        found = margin_configs.pending(conn)
+    click.echo(reports.render(found, fmt, empty="no margin config is waiting for approval"))
 
 
 @margins_group.command(name="approve")

@@ -1,6 +1,9 @@
 """Margin multipliers: proposing a `pricing_configs` row and approving it.
 
 A proposal is pending and prices nothing; the pipeline only reads approved, active rows.
+It is stored with what it would have done to the last 30 days of requests
+(`margin_forecast`: expected_revenue_impact, expected_margin_change_dollars), which
+`pending` and `show` let the approver read.
 Approving a config ends the approved config of the same scope it replaces (its
 `effective_until` becomes the new row's `effective_from`), so exactly one multiplier of a
 scope is in effect at any moment.
@@ -9,16 +12,18 @@ scope is in effect at any moment.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
 
-from pipeline.core.pricing import SCOPE_RANK
+from pipeline.core.pricing import SCOPE_RANK, MarginConfig
 from pipeline.errors import PipelineError
+from pipeline.money.margin_forecast import Forecast, forecast_from_ledger
+from pipeline.money.report import Report
 
 SCOPE_TYPES = tuple(sorted(SCOPE_RANK, key=SCOPE_RANK.__getitem__))
 MAX_MULTIPLIER = Decimal("99.99")  # NUMERIC(4,2)
@@ -35,6 +40,11 @@ class Scope:
     tier: str | None = None
     provider_id: UUID | None = None
     model_id: str | None = None
+
+
+class Proposal(NamedTuple):
+    config_id: UUID
+    forecast: Forecast
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +128,11 @@ def propose(
     effective_from: datetime,
     reason: str,
     reason_details: str | None = None,
-) -> UUID:
-    """Record a pending config; previous_multiplier is the approved one it would replace."""
+    usd_per_credit: Decimal,
+    now: datetime | None = None,
+) -> Proposal:
+    """Record a pending config with its forecast over the 30 days before `now` (default:
+    the clock); previous_multiplier is the approved one it would replace."""
     scope = Scope(scope_type, tier, provider_id, model_id)
     problem = scope_problem(scope) or multiplier_problem(multiplier)
     if not reason.strip() or len(reason) > 50:
@@ -160,7 +173,19 @@ def propose(
             raise MarginError(f"unknown tier {scope.tier!r}") from None
         created = cur.fetchone()
         assert created is not None
-        return UUID(str(created[0]))
+        config_id = UUID(str(created[0]))
+        proposal = MarginConfig(config_id, scope.scope_type, scope.tier, scope.provider_id,
+                                scope.model_id, multiplier, effective_from, None)  # fmt: skip
+        expected = forecast_from_ledger(cur, proposal, usd_per_credit, now or datetime.now(UTC))
+        cur.execute(
+            """
+            UPDATE pricing_configs
+            SET expected_revenue_impact = %s, expected_margin_change_dollars = %s
+            WHERE id = %s
+            """,
+            (expected.revenue_impact_usd, expected.margin_change_usd, config_id),
+        )
+        return Proposal(config_id, expected)
 
 
 def approve(conn: psycopg.Connection[Any], config_id: UUID, approved_by: UUID) -> Approval:
@@ -223,3 +248,37 @@ def approve(conn: psycopg.Connection[Any], config_id: UUID, approved_by: UUID) -
                 "an approved config of the same scope starts at the same moment"
             ) from None
         return Approval(config_id, UUID(str(replaced[0])) if replaced else None)
+
+
+_CONFIGS = sql.SQL("""
+SELECT c.id, c.approval_status AS status, c.scope_type AS scope,
+       c.subscription_tier::text AS tier, p.name AS provider, c.model_id AS model,
+       c.margin_multiplier AS multiplier, c.previous_multiplier, c.change_percent,
+       c.expected_revenue_impact, c.expected_margin_change_dollars,
+       c.target_gross_margin_percent, c.effective_from, c.effective_until, c.reason,
+       c.reason_details, c.created_at, c.created_by, c.approved_by
+FROM pricing_configs c LEFT JOIN providers p ON p.id = c.provider_id
+WHERE {}
+ORDER BY c.created_at, c.id
+""")
+
+
+def _configs(conn: psycopg.Connection[Any], where: sql.SQL, params: tuple[Any, ...]) -> Report:
+    with conn.cursor() as cur:
+        cur.execute(_CONFIGS.format(where), params)
+        assert cur.description is not None
+        columns = tuple(c.name for c in cur.description)
+        return Report(columns, tuple(tuple(r) for r in cur.fetchall()))
+
+
+def pending(conn: psycopg.Connection[Any]) -> Report:
+    """The configs waiting for approval, oldest first, with their forecasts."""
+    return _configs(conn, sql.SQL("c.approval_status = 'pending' AND c.is_active"), ())
+
+
+def show(conn: psycopg.Connection[Any], config_id: UUID) -> Report:
+    """One config (any status) with its forecast; MarginError if there is none."""
+    found = _configs(conn, sql.SQL("c.id = %s"), (config_id,))
+    if not found.rows:
+        raise MarginError(f"no pricing config {config_id}")
+    return found

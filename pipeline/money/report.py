@@ -95,7 +95,8 @@ def daily_report(
     return Report(columns, rows)
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A value as the reports write it: money as its exact decimal text, None as nothing."""
     if value is None:
         return ""
     if isinstance(value, Decimal):
@@ -106,7 +107,7 @@ def _text(value: Any) -> str:
 def _json_value(value: Any) -> Any:
     if value is None or isinstance(value, int | str | bool):
         return value
-    return _text(value)
+    return text(value)
 
 
 def objects(report: Report) -> list[dict[str, Any]]:
@@ -121,7 +122,7 @@ def render(report: Report, fmt: str, empty: str = "no usage in this period") -> 
     or a JSON array of objects."""
     if fmt == "json":
         return json.dumps(objects(report), indent=2)
-    cells = [[_text(v) for v in row] for row in report.rows]
+    cells = [[text(v) for v in row] for row in report.rows]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

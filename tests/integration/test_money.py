@@ -245,16 +245,25 @@ def test_margins_only_approved_configs_count(db: str) -> None:
     user = new_user(db, credits=100_000)
     with psycopg.connect(db) as conn:
         openai = conn.execute("SELECT id FROM providers WHERE name = 'OpenAI'").fetchone()[0]
-        config = propose(
+        config, _ = propose(
             conn, "combination", D("3.00"), ADMIN, tier="pro", provider_id=openai,
-            model_id="gpt-4o", effective_from=T1, reason="test",
+            model_id="gpt-4o", effective_from=T1, reason="test", usd_per_credit=D("0.001"),
         )  # fmt: skip
         with pytest.raises(MarginError, match="needs two"):
-            propose(conn, "combination", D("3"), ADMIN, tier="pro", effective_from=T1, reason="x")
+            propose(conn, "combination", D("3"), ADMIN, tier="pro", effective_from=T1, reason="x",
+                    usd_per_credit=D("0.001"))  # fmt: skip
         with pytest.raises(MarginError, match="positive"):
-            propose(conn, "tier", D("0"), ADMIN, tier="pro", effective_from=T1, reason="x")
-        tier_config = propose(
-            conn, "tier", D("1.80"), ADMIN, tier="pro", effective_from=T1, reason="review"
+            propose(conn, "tier", D("0"), ADMIN, tier="pro", effective_from=T1, reason="x",
+                    usd_per_credit=D("0.001"))  # fmt: skip
+        tier_config, _ = propose(
+            conn,
+            "tier",
+            D("1.80"),
+            ADMIN,
+            tier="pro",
+            effective_from=T1,
+            reason="review",
+            usd_per_credit=D("0.001"),
         )
     # previous_multiplier / change_percent come from the approved pro config it replaces.
     assert rows(

@@ -16,8 +16,8 @@ import psycopg
 from pipeline.cli.ledger_commands import credits
 from pipeline.core.tariff import Rate
 from pipeline.errors import PipelineError
+from pipeline.money import margin_report, movements, prices, verification
 from pipeline.money import margins as margin_configs
-from pipeline.money import movements, prices, verification
 from pipeline.money import report as reports
 from pipeline.money.catalog import PriceError
 from pipeline.money.margin_forecast import FORECAST_DAYS
@@ -356,4 +356,21 @@ def daily_command(
     """Usage per day and user (or model) from --from to --to, inclusive."""
     with connect(settings) as conn:
         result = reports.daily_report(conn, start, end, user, by)
+    click.echo(reports.render(result, fmt))
+
+
+@report_group.command(name="margins")
+@click.option("--from", "start", type=DAY, required=True)
+@click.option("--to", "end", type=DAY, required=True)
+@click.option("--by", type=click.Choice(margin_report.GROUPINGS), default="tier", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(reports.FORMATS), default="table", show_default=True
+)
+@click.pass_obj
+def margins_command(settings: Settings, start: date, end: date, by: str, fmt: str) -> None:
+    """Realized gross margin per tier, provider, model or pricing config of the requests
+    started from --from to --to (UTC days, inclusive), against the monitored configs'
+    targets: below_target flags a group that earns less than its target."""
+    with connect(settings) as conn:
+        result = margin_report.margin_report(conn, start, end, by)
     click.echo(reports.render(result, fmt))

@@ -94,13 +94,13 @@ WHERE approval_status = 'approved' AND is_active
   AND (effective_until IS NULL OR effective_until > %(since)s)
 """
 
-# Charged rows only: BYOK rows (tier 'perpetual') are never charged, errors cost nothing.
+# Rows a margin priced: BYOK rows have none (multiplier 0), a request of no tokens costs 0.
 _REQUESTS = """
 SELECT request_started_at, user_tier_at_request, provider_id, model_id, vendor_cost,
        credits_deducted
 FROM token_usage_ledger
 WHERE request_started_at >= %(since)s AND request_started_at < %(until)s
-  AND vendor_cost > 0 AND user_tier_at_request <> 'perpetual'
+  AND vendor_cost > 0 AND margin_multiplier > 0
   AND (%(tier)s::text IS NULL OR user_tier_at_request = %(tier)s)
   AND (%(provider_id)s::uuid IS NULL OR provider_id = %(provider_id)s)
   AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s)

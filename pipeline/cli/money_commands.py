@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -16,7 +17,7 @@ import psycopg
 from pipeline.cli.ledger_commands import credits
 from pipeline.core.tariff import Rate
 from pipeline.errors import PipelineError
-from pipeline.money import margin_report, movements, prices, verification
+from pipeline.money import liability, margin_report, movements, prices, verification
 from pipeline.money import margins as margin_configs
 from pipeline.money import report as reports
 from pipeline.money.catalog import PriceError
@@ -357,6 +358,24 @@ def daily_command(
     with connect(settings) as conn:
         result = reports.daily_report(conn, start, end, user, by)
     click.echo(reports.render(result, fmt))
+
+
+@report_group.command(name="credits")
+@click.option("--at", type=TIMESTAMP, default=None, help="Default: now.")
+@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table",
+              show_default=True)  # fmt: skip
+@click.pass_obj
+def credits_report_command(settings: Settings, at: datetime | None, fmt: str) -> None:
+    """Credit liability at --at: prepaid credits outstanding and overdraft exposure (credits
+    and USD), by source type and expiry (at the present moment), and per month the credits
+    granted, used, expired and reversed, with the identity that ties them to the balances."""
+    now = datetime.now(UTC)
+    with connect(settings) as conn:
+        found = liability.liability(conn, at or now, now, settings.usd_per_credit)
+    if fmt == "json":
+        click.echo(json.dumps(liability.as_json(found), indent=2))
+    else:
+        click.echo("\n".join(liability.as_text(found)))
 
 
 @report_group.command(name="margins")

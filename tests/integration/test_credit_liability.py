@@ -59,7 +59,9 @@ def test_the_liability_ties_the_flows_to_the_balances(db: str) -> None:
     spent = [make_event(spender, input_tokens=20_000, output_tokens=1_000 * k) for k in range(3)]
     book(db, *spent, make_event(overdrawn, input_tokens=200_000, output_tokens=20_000))
     with psycopg.connect(db) as conn:
-        refund = reverse(conn, uuid.UUID(spent[2]["request_id"]), "goodwill", ADMIN).credits_refunded
+        refund = reverse(
+            conn, uuid.UUID(spent[2]["request_id"]), "goodwill", ADMIN
+        ).credits_refunded
         assert expire(conn, now + timedelta(seconds=2)) == 100
     used_spender, used_overdrawn = _charged(db, spender), _charged(db, overdrawn)
     assert 0 < used_spender < 1_000 and used_overdrawn > 200 and refund > 0

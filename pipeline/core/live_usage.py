@@ -12,15 +12,14 @@ cost is a decimal string, so no float ever touches money.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from pipeline.core.plan import UsageRow
-from pipeline.core.rollup import user_days
+from pipeline.core.rollup import UserDay
 
 BEST_EFFORT_NOTE = (
     "live view from the stream, best effort; the PostgreSQL ledger and daily summaries "
@@ -53,13 +52,14 @@ class DayTotals:
         return cls(**ints, vendor_cost=Decimal(str(data.get("vendor_cost", "0"))))
 
 
-def day_deltas(rows: Iterable[UsageRow]) -> dict[tuple[UUID, date], DayTotals]:
-    """Sum newly booked rows per (user, UTC day the request started), as the books do."""
+def day_deltas(days: Mapping[tuple[UUID, date], UserDay]) -> dict[tuple[UUID, date], DayTotals]:
+    """A batch's per (user, UTC day the request started) rollup of its newly booked rows
+    (`BatchPlan.user_days`, computed once for the books) as the view's totals."""
     return {
         key: DayTotals(
             day.requests, day.input_tokens, day.output_tokens, day.credits, day.vendor_cost
         )
-        for key, day in user_days(rows).items()
+        for key, day in days.items()
     }
 
 

@@ -8,8 +8,9 @@ stay the books; this view is best effort and only ever lags behind them (see the
 How the table is written, and why:
 
 - Each committed batch's newly booked rows (`BatchPlan.usage_rows`: only what the
-  transaction inserted, so duplicates never count twice) are summed per (user, UTC day of
-  `request_started_at`) by `pipeline.core.live_usage.day_deltas` into `pending`, and every
+  transaction inserted, so duplicates never count twice), summed per (user, UTC day of
+  `request_started_at`) once for the books (`BatchPlan.user_days`), are added into
+  `pending` (`pipeline.core.live_usage.day_deltas`), and every
   LIVE_USAGE_FLUSH_SECONDS each pending delta is added to the table with
   ``windows.relative_to(day_start)[user].apply(merge_json, delta)``. A table write is a
   changelog record through Faust's per-message producer path (about 140 us here), so one
@@ -118,13 +119,14 @@ class LiveUsage:
             log.warning("live usage view missed a committed batch: %r", exc)
 
     def _record(self, result: BatchResult, messages: Sequence[SourceMessage]) -> None:
-        deltas = day_deltas(row for plan in result.plans for row in plan.usage_rows)
+        deltas = [d for plan in result.plans if (d := day_deltas(plan.user_days))]
         if not deltas:
             return
-        arrived_on = _partitions_by_user(messages)
-        for (user, day), delta in deltas.items():
+        # The partition each user's events arrived on: the topic is keyed by user id.
+        arrived_on = {m.key: m.partition for m in messages if m.key is not None}
+        for (user, day), delta in (item for d in deltas for item in d.items()):
             key = (str(user), day)
-            partition = arrived_on.get(user)
+            partition = arrived_on.get(key[0].encode())
             if partition is None:  # keyed differently; use the partition reads route to
                 partition = self._usage_partition(user)
             if partition is None:
@@ -241,18 +243,6 @@ def install_live_view(app: faust.App, usage_topic: TopicT, flush_seconds: float)
         return await live.serve(web, request, user_id)
 
     return live
-
-
-def _partitions_by_user(messages: Sequence[SourceMessage]) -> dict[UUID, int]:
-    """The partition each user's events arrived on (the topic is keyed by user id)."""
-    arrived_on: dict[UUID, int] = {}
-    for message in messages:
-        if message.key is None:
-            continue
-        user = parse_user_id(message.key.decode("utf-8", "replace"))
-        if isinstance(user, UUID):
-            arrived_on[user] = message.partition
-    return arrived_on
 
 
 def _same_worker(a: URL, b: URL) -> bool:

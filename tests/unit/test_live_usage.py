@@ -18,6 +18,7 @@ from pipeline.core.live_usage import (
     view,
 )
 from pipeline.core.plan import UsageRow
+from pipeline.core.rollup import user_days
 
 ALICE, BOB = uuid4(), uuid4()
 NOON = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -41,7 +42,7 @@ def test_rows_sum_per_user_and_utc_day_of_the_request_start():
     late = datetime(2026, 3, 1, 1, 30, tzinfo=east)
     rows = [row(), row(inp=10, out=20, cost="0.00000001", credits=1), row(user=BOB),
             row(started=late, cost="0.5", credits=750)]  # fmt: skip
-    assert day_deltas(rows) == {
+    assert day_deltas(user_days(rows)) == {
         (ALICE, date(2026, 3, 1)): DayTotals(2, 1010, 2020, 54, Decimal("0.03500001")),
         (BOB, date(2026, 3, 1)): DayTotals(1, 1000, 2000, 53, Decimal("0.035")),
         (ALICE, date(2026, 2, 28)): DayTotals(1, 1000, 2000, 750, Decimal("0.5")),
@@ -49,7 +50,7 @@ def test_rows_sum_per_user_and_utc_day_of_the_request_start():
 
 
 def test_no_rows_no_deltas():
-    assert day_deltas([]) == {}
+    assert day_deltas(user_days([])) == {}
 
 
 def test_json_keeps_money_exact_and_integers_whole():
@@ -74,10 +75,10 @@ def test_merging_batch_deltas_through_json_equals_summing_all_rows(spec, cuts):
     bounds = [0, *sorted(min(c, len(rows)) for c in cuts), len(rows)]
     table: dict[tuple[UUID, date], dict] = {}
     for lo, hi in pairwise(bounds):
-        for key, delta in day_deltas(rows[lo:hi]).items():
+        for key, delta in day_deltas(user_days(rows[lo:hi])).items():
             current = json.loads(json.dumps(table.get(key, DayTotals().to_json())))
             table[key] = merge_json(current, delta.to_json())
-    assert {k: DayTotals.from_json(v) for k, v in table.items()} == day_deltas(rows)
+    assert {k: DayTotals.from_json(v) for k, v in table.items()} == day_deltas(user_days(rows))
 
 
 def test_day_start_is_utc_midnight_inside_the_days_window():

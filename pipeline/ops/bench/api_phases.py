@@ -105,16 +105,7 @@ class Repeat:
             params.credits, math.ceil(params.check_rate * params.seconds), self.seed,
         )  # fmt: skip
         attack = vegeta.Attack(targets, params.check_rate, params.clients, params.seconds)
-        series, _ = load(
-            self.ctx,
-            params.vegeta,
-            "checks",
-            "checks",
-            attack,
-            self.api.process,
-            None,
-            publish_background,
-        )
+        series, _ = self._load("checks", "checks", attack, None, publish_background)
         targets.unlink()
         self.ctx.progress(describe(series))
         self.expected |= background.valid_ids()
@@ -143,20 +134,23 @@ class Repeat:
                                     arrays(events.lines, ARRAY_EVENTS))  # fmt: skip
         attack = vegeta.Attack(targets, rate / ARRAY_EVENTS, self.params.clients,
                                keep_bodies=True)  # fmt: skip
-        series, samples = load(
-            self.ctx,
-            self.params.vegeta,
-            "ingest",
-            f"ingest-{index}",
-            attack,
-            self.api.process,
-            rate,
-        )
+        series, samples = self._load("ingest", f"ingest-{index}", attack, rate)
         targets.unlink()
         self.ctx.progress(describe(series))
         taken = vegeta.accepted_request_ids(samples.bodies.get(vegeta.INGEST_ROUTE, []))
         self.expected |= {UUID(rid) for rid in taken}
         return series
+
+    def _load(
+        self,
+        phase: str,
+        name: str,
+        attack: vegeta.Attack,
+        offered_eps: float | None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> tuple[list[dict[str, Any]], vegeta.Samples]:
+        return load(self.ctx, self.params.vegeta, phase, name, attack, self.api.process,
+                    offered_eps, meanwhile)  # fmt: skip
 
     def _file(self, name: str) -> Path:
         return self.ctx.stack.settings.state_dir / f"{self.ctx.tag}-{name}"

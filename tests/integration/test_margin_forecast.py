@@ -14,6 +14,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from pipeline.money.margin_forecast import Forecast
 from pipeline.money.margins import approve, propose
 from tests.integration.pipeline_harness import make_event
 from tests.integration.test_money import ADMIN, book, new_user, rows, run_cli
@@ -52,6 +53,25 @@ def _repriced(ledger: list[tuple[Decimal, int]], multiplier: Decimal) -> tuple[i
     return charged, again, ((again - charged) * USD_PER_CREDIT).quantize(D("0.01"))
 
 
+def _propose(
+    db: str,
+    scope: str,
+    multiplier: str,
+    since: datetime = NOW + timedelta(days=1),
+    **scope_fields: Any,
+) -> tuple[UUID, Forecast]:
+    """A pending proposal at `multiplier` from `since` (tomorrow), forecast as of NOW."""
+    with psycopg.connect(db) as conn:
+        if "model_id" in scope_fields:
+            scope_fields["provider_id"] = conn.execute(
+                "SELECT id FROM providers WHERE name = 'OpenAI'"
+            ).fetchone()[0]
+        return propose(
+            conn, scope, D(multiplier), ADMIN, effective_from=since,
+            reason="test", usd_per_credit=USD_PER_CREDIT, now=NOW, **scope_fields,
+        )  # fmt: skip
+
+
 def _book_traffic(db: str) -> None:
     pro = new_user(db, credits=10_000_000)
     events: list[dict[str, Any]] = []
@@ -72,18 +92,13 @@ def _book_traffic(db: str) -> None:
 
 def test_a_tier_proposal_reprices_the_requests_no_more_specific_config_prices(db: str) -> None:
     _book_traffic(db)
+    # gpt-4-turbo has a model config of its own: a pro tier proposal cannot touch it
+    model_config, _ = _propose(
+        db, "model", "1.70", NOW - timedelta(days=60), model_id="gpt-4-turbo"
+    )
     with psycopg.connect(db) as conn:
-        openai = conn.execute("SELECT id FROM providers WHERE name = 'OpenAI'").fetchone()[0]
-        # gpt-4-turbo has a model config of its own: a pro tier proposal cannot touch it
-        model_config, _ = propose(
-            conn, "model", D("1.70"), ADMIN, provider_id=openai, model_id="gpt-4-turbo",
-            effective_from=NOW - timedelta(days=60), reason="test", usd_per_credit=USD_PER_CREDIT,
-        )  # fmt: skip
         approve(conn, model_config, ADMIN)
-        proposal, forecast = propose(
-            conn, "tier", D("2.50"), ADMIN, tier="pro", effective_from=NOW + timedelta(days=1),
-            reason="review", usd_per_credit=USD_PER_CREDIT, now=NOW,
-        )  # fmt: skip
+    proposal, forecast = _propose(db, "tier", "2.50", tier="pro")
     ledger = [row for row in _ledger(db, "gpt-4o") if row[0] > 0]
     assert len(ledger) == 4 and len(_ledger(db, "gpt-4o")) == 5  # the error row costs nothing
     charged, again, change = _repriced(ledger, D("2.50"))
@@ -102,13 +117,7 @@ def test_a_tier_proposal_reprices_the_requests_no_more_specific_config_prices(db
 
 def test_a_model_proposal_below_the_tier_margin_forecasts_a_loss(db: str) -> None:
     _book_traffic(db)
-    with psycopg.connect(db) as conn:
-        openai = conn.execute("SELECT id FROM providers WHERE name = 'OpenAI'").fetchone()[0]
-        _, forecast = propose(
-            conn, "model", D("1.10"), ADMIN, provider_id=openai, model_id="gpt-4-turbo",
-            effective_from=NOW + timedelta(days=1), reason="cheaper",
-            usd_per_credit=USD_PER_CREDIT, now=NOW,
-        )  # fmt: skip
+    _, forecast = _propose(db, "model", "1.10", model_id="gpt-4-turbo")
     charged, again, change = _repriced(_ledger(db, "gpt-4-turbo"), D("1.10"))
     assert (forecast.requests, forecast.charged_credits, forecast.proposed_credits) == (
         1, charged, again

@@ -20,6 +20,7 @@ from uuid import UUID
 
 import psycopg
 
+from pipeline.books.reference import MARGINS_SQL
 from pipeline.core.pricing import SCOPE_RANK, MarginConfig, MarginResolver, credits_for
 
 FORECAST_DAYS = 30
@@ -86,14 +87,6 @@ def forecast(
 
 # The shell: PostgreSQL.
 
-_APPROVED = """
-SELECT id, scope_type, subscription_tier::text, provider_id, model_id, margin_multiplier,
-       effective_from, effective_until
-FROM pricing_configs
-WHERE approval_status = 'approved' AND is_active
-  AND (effective_until IS NULL OR effective_until > %(since)s)
-"""
-
 # Rows a margin priced: BYOK rows have none (multiplier 0), a request of no tokens costs 0.
 _REQUESTS = """
 SELECT request_started_at, user_tier_at_request, provider_id, model_id, vendor_cost,
@@ -113,7 +106,7 @@ def forecast_from_ledger(
     """`forecast` over the last FORECAST_DAYS of the ledger before `now` (in the cursor's
     transaction; the rows are streamed, never all held)."""
     since = now - timedelta(days=FORECAST_DAYS)
-    cur.execute(_APPROVED, {"since": since})
+    cur.execute(MARGINS_SQL)  # the approved configs, as the books read them
     approved = [MarginConfig(*row) for row in cur.fetchall()]
     scope = {"tier": proposal.tier, "provider_id": proposal.provider_id,
              "model_id": proposal.model_id}  # fmt: skip

@@ -22,6 +22,7 @@ from uuid import UUID
 
 import psycopg
 
+from pipeline.books.reference import MARGINS_SQL
 from pipeline.core.pricing import MarginConfig, MarginResolver
 from pipeline.money.report import Report, ReportError
 
@@ -111,10 +112,10 @@ def margins(
 
 # The shell: PostgreSQL.
 
-_TARGETS = """
-SELECT id, scope_type, subscription_tier::text, provider_id, model_id, margin_multiplier,
-       effective_from, effective_until, target_gross_margin_percent, monitored
-FROM pricing_configs WHERE approval_status = 'approved' AND is_active
+# The approved configs as the books read them, with their targets.
+_TARGETS = f"""
+SELECT m.*, c.target_gross_margin_percent, c.monitored
+FROM ({MARGINS_SQL}) AS m JOIN pricing_configs c USING (id)
 """
 
 _REQUESTS = """

@@ -18,10 +18,8 @@ from pipeline.settings import Settings
 @click.pass_obj
 def worker(settings: Settings, loglevel: str) -> None:
     """Consume usage events, book them in PostgreSQL, publish DLQ records and alerts."""
-    from faust.worker import Worker
-
     from pipeline.stream import event_loop
-    from pipeline.stream.app import create_app, resolve_replication
+    from pipeline.stream.app import create_app, resolve_replication, run
 
     event_loop.use(settings)
 
@@ -39,4 +37,4 @@ def worker(settings: Settings, loglevel: str) -> None:
     logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the worker's logs are Faust's
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings, database_url, kafka)
-    Worker(app, loglevel=loglevel).execute_from_commandline()
+    run(app, loglevel)

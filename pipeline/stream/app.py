@@ -83,6 +83,21 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
     return app, usage
 
 
+def run(app: faust.App, loglevel: str) -> None:
+    """Run `app` as a Faust worker until it stops (what `faust worker` does).
+
+    Without Faust's terminal spinner: at WARN and above it sets the root logger to DEBUG
+    and spins once per log record, so every debug call of Faust, mode and aiokafka (a few
+    per record produced) would build a record and pass it to the handlers; at INFO and
+    below Faust drops it itself.
+    """
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=loglevel)
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
 def create_app(settings: Settings, database_url: str, kafka: KafkaAccess) -> faust.App:
     app, usage = new_app(settings, kafka)
     outputs = [

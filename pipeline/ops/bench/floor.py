@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import faust
-from faust.worker import Worker
 
 from pipeline.settings import Settings
 from pipeline.stream import event_loop, heap
-from pipeline.stream.app import new_app, resolve_replication
+from pipeline.stream.app import new_app, resolve_replication, run
 from pipeline.stream.kafka_access import KafkaAccess
 from pipeline.stream.usage_agent import takes
 
@@ -55,7 +54,7 @@ def main(argv: list[str]) -> None:
                 os._exit(0)
 
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-    Worker(app, loglevel="warning").execute_from_commandline()
+    run(app, "warning")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import faust
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.settings import Settings
-from pipeline.stream import kafka_io, logs, refetch, timers, usage_agent
+from pipeline.stream import kafka_io, kafka_transport, logs, refetch, timers, usage_agent
 from pipeline.stream.booker import Booker, BookingConfig
 from pipeline.stream.kafka_access import KafkaAccess, faust_credentials
 from pipeline.stream.live_view import install_live_view
@@ -73,6 +73,7 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
         stream_buffer_maxsize=settings.stream_buffer_records,
         logging_config=logs.logging_config(settings.log_format),
     )
+    app.transport = kafka_transport.Transport(app.conf.broker_consumer, app)
     usage = app.topic(
         settings.usage_topic,
         key_type=bytes,

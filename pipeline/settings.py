@@ -155,16 +155,18 @@ class Settings(BaseSettings):
     """LIVE_USAGE_VIEW: serve /users/{id}/usage/today from a Faust windowed table (opt-in)."""
 
     live_usage_flush_seconds: float = Field(
-        default=1.0, gt=0, validation_alias="LIVE_USAGE_FLUSH_SECONDS"
+        default=5.0, gt=0, validation_alias="LIVE_USAGE_FLUSH_SECONDS"
     )
-    """LIVE_USAGE_FLUSH_SECONDS: how often booked usage is written into the view's table (its
-    changelog); the owning worker's answers include what is not written yet, a kill -9 loses
-    at most this much of the view."""
+    """LIVE_USAGE_FLUSH_SECONDS: about how long booked usage waits before it is written into
+    the view's table (its changelog), one write per user and day per interval, paced; the
+    owning worker's answers include what is not written yet, a kill -9 loses about this
+    much of the view."""
 
     expiry_interval_seconds: float = Field(
         default=60.0, gt=0, validation_alias="EXPIRY_INTERVAL_SECONDS"
     )
-    """EXPIRY_INTERVAL_SECONDS: how often the leader worker expires credit sources."""
+    """EXPIRY_INTERVAL_SECONDS: how often each worker expires credit sources (concurrent runs
+    are safe: each user's sources are expired under the user's balance lock, once)."""
 
     state_dir: Path = Field(default=Path(".state"), validation_alias="USAGE_PIPELINE_STATE_DIR")
     """USAGE_PIPELINE_STATE_DIR: data, logs and pid files of the local stack."""

@@ -68,6 +68,18 @@ def merge_json(current: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str
     return DayTotals.from_json(current).plus(DayTotals.from_json(delta)).to_json()
 
 
+def paced_writes(owed: float, pending: int, share: float, most: int) -> tuple[int, float]:
+    """How many of `pending` deltas to write now, and the fraction of a write still owed.
+
+    Called once a tick, with `share` the tick's part of the interval each delta may wait:
+    each tick owes that part of what is pending (so in a steady state a delta waits about
+    one interval), at most `most` writes a tick; fractions carry to the next tick.
+    """
+    owed = min(owed + pending * share, most)
+    count = int(owed)
+    return count, owed - count
+
+
 def day_start(day: date) -> float:
     """Epoch seconds of the day's UTC midnight: a timestamp inside that day's window."""
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()

@@ -39,7 +39,9 @@ def expire(conn: psycopg.Connection[Any], now: datetime) -> int:
     """Zero every source expired at `now`; returns the credits expired.
 
     One transaction per user, users in id order (the balance lock order), so a crash
-    leaves every user either fully expired or untouched and a rerun finishes the rest.
+    leaves every user either fully expired or untouched and a rerun finishes the rest. Runs
+    may overlap (every worker runs it): a run that waited for a user's balance lock finds
+    the sources the other run zeroed no longer `amount > 0`, so each expires once.
     """
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(

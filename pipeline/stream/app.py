@@ -11,7 +11,7 @@ import faust
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.settings import Settings
-from pipeline.stream import kafka_io, kafka_transport, logs, refetch, timers, usage_agent
+from pipeline.stream import kafka_io, logs, refetch, timers, usage_agent
 from pipeline.stream.booker import Booker, BookingConfig
 from pipeline.stream.kafka_access import KafkaAccess, faust_credentials
 from pipeline.stream.live_view import install_live_view
@@ -62,6 +62,14 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
         broker_heartbeat_interval=settings.broker_heartbeat_interval,
         consumer_group_instance_id=settings.worker_instance_id,
         broker_commit_every=10_000,
+        # No leader election topic: its one partition never holds a record, yet the consumer
+        # fetches it with the usage partitions, and aiokafka leaves a partition out of a fetch
+        # while records it fetched wait to be consumed (the loop is booking). A fetch of the
+        # leader partition alone then waits Faust's fetch_max_wait_ms (1,500 ms, hard-coded)
+        # at the broker, one fetch per broker at a time: the worker stalled 0.5-2.5 s every
+        # 3-4 s under load (docs/benchmarks.md). Nothing needs a leader: credit expiry, the
+        # one leader timer, is safe on every worker (`money.movements.expire`).
+        topic_disable_leader=True,
         broker_commit_interval=1.0,
         # Faust's default 1 MiB per partition per fetch caps a worker near 4.7k events/s
         # here; 8 MiB lets the fetcher keep ahead of the books (docs/benchmarks.md).
@@ -73,7 +81,6 @@ def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.To
         stream_buffer_maxsize=settings.stream_buffer_records,
         logging_config=logs.logging_config(settings.log_format),
     )
-    app.transport = kafka_transport.Transport(app.conf.broker_consumer, app)
     usage = app.topic(
         settings.usage_topic,
         key_type=bytes,

@@ -10,16 +10,19 @@ How the table is written, and why:
 - Each committed batch's newly booked rows (`BatchPlan.usage_rows`: only what the
   transaction inserted, so duplicates never count twice), summed per (user, UTC day of
   `request_started_at`) once for the books (`BatchPlan.user_days`), are added into
-  `pending` (`pipeline.core.live_usage.day_deltas`), and every
-  LIVE_USAGE_FLUSH_SECONDS each pending delta is added to the table with
+  `pending` (`pipeline.core.live_usage.day_deltas`), and each pending delta is added to
+  the table about LIVE_USAGE_FLUSH_SECONDS later with
   ``windows.relative_to(day_start)[user].apply(merge_json, delta)``. A table write is a
-  changelog record through Faust's per-message producer path (about 140 us here), so one
-  write per user and day per batch cost a third of the worker's throughput; one per flush
-  bounds the cost by the users active in a flush interval, whatever the event rate. Reads
+  changelog record through Faust's per-message producer path (70-140 us here), so one
+  write per user and day per batch cost a third of the worker's throughput; one per
+  interval bounds the cost by the users active in an interval, whatever the event rate.
+  The writes are paced, oldest first, a share every WRITE_TICK_SECONDS (`write_due`): all
+  of them at the end of each interval were a burst that held the booking back. Reads
   add what is pending, so the owning worker answers with every committed batch at once;
-  only a kill -9 can lose what was pending (at most one interval), as it could lose the
-  changelog records in flight before. A revocation and a stop flush first, and no flush
-  runs while the tables recover (a write then would merge into a half-recovered value).
+  only a kill -9 can lose what was pending (about one interval), as it could lose the
+  changelog records in flight before. A revocation and a stop write everything first,
+  and nothing is written while the tables recover (a write then would merge into a
+  half-recovered value).
   `relative_to` with an explicit timestamp is Faust's own API for "the window of this
   instant": the agent consumes raw bytes in batches (`take_events`), where Faust's
   event-time helpers (`relative_to_stream`, `relative_to_field`) would use the batch's
@@ -61,6 +64,7 @@ from pipeline.core.live_usage import (
     day_deltas,
     day_start,
     merge_json,
+    paced_writes,
     parse_user_id,
     view,
 )
@@ -74,6 +78,8 @@ PATH = "/users/{user_id}/usage/today"
 DAY = timedelta(days=1)
 FORWARDED_HEADER = "X-Usage-Live-Forwarded"
 FORWARD_TIMEOUT_SECONDS = 5.0
+WRITE_TICK_SECONDS = 0.1
+"""How often a share of the pending deltas is written (`LiveUsage.write_due`)."""
 FLUSH_CHUNK = 50
 """Table writes at a time: their changelog records wait in Faust's producer buffer, and
 from 100 there (`ProducerBuffer.max_messages`) Faust holds back every incoming record
@@ -110,6 +116,8 @@ class LiveUsage:
         self.days = cast(WindowWrapper, self.table.tumbling(DAY, expires=DAY))
         self.pending: dict[tuple[str, date], tuple[int, DayTotals]] = {}
         """(user, day) -> (the changelog partition, what is booked but not in the table)."""
+        self._owed = 0.0
+        """Writes `write_due` owes, carried from tick to tick (fractions included)."""
 
     def record(self, result: BatchResult, messages: Sequence[SourceMessage]) -> None:
         """Add a committed batch's new rows; never fails the agent (the books are done)."""
@@ -134,21 +142,41 @@ class LiveUsage:
             before = self.pending.get(key)
             self.pending[key] = (partition, before[1].plus(delta) if before else delta)
 
+    async def write_due(self, tick_seconds: float, flush_seconds: float) -> None:
+        """One tick's share of the pending deltas, oldest first: as many as writes every
+        pending delta once per `flush_seconds` at this tick rate (at most FLUSH_CHUNK).
+
+        Paced rather than all at once: a flush of every active user at the end of each
+        interval is a burst of table writes (~70-140 us each) that holds the event loop and
+        the producer while records wait to be booked."""
+        count, self._owed = paced_writes(
+            self._owed, len(self.pending), tick_seconds / flush_seconds, FLUSH_CHUNK
+        )
+        await self._write_oldest(count)
+
     async def flush(self) -> None:
-        """Write the pending deltas into the table (and so its changelog); none while the
-        tables recover."""
-        while self.pending and not self.app.tables.recovery.in_recovery:  # type: ignore[attr-defined]
-            for key in list(islice(self.pending, FLUSH_CHUNK)):
-                partition, delta = self.pending.pop(key)
-                try:
-                    self._write(key, partition, delta)
-                except Exception as exc:
-                    log.warning("live usage view missed %s of %s: %r", delta, key, exc)
+        """Write every pending delta into the table (and so its changelog)."""
+        while self.pending and await self._write_oldest(FLUSH_CHUNK):
+            pass
+
+    async def _write_oldest(self, count: int) -> bool:
+        """Write the `count` oldest pending deltas and hand their changelog records to the
+        producer; False if nothing can be written now (the tables recover: a write would
+        merge into a half-recovered value) or the producer refuses."""
+        if not count or self.app.tables.recovery.in_recovery:  # type: ignore[attr-defined]
+            return False
+        for key in list(islice(self.pending, count)):
+            partition, delta = self.pending.pop(key)
             try:
-                await self.app.producer.buffer.flush()
-            except Exception as exc:  # a producer stopping; Faust flushes what it holds
-                log.warning("live usage view: flushing the producer failed: %r", exc)
-                return
+                self._write(key, partition, delta)
+            except Exception as exc:
+                log.warning("live usage view missed %s of %s: %r", delta, key, exc)
+        try:
+            await self.app.producer.buffer.flush()
+        except Exception as exc:  # a producer stopping; Faust flushes what it holds
+            log.warning("live usage view: flushing the producer failed: %r", exc)
+            return False
+        return True
 
     def _write(self, key: tuple[str, date], partition: int, delta: DayTotals) -> None:
         user, day = key
@@ -225,9 +253,11 @@ def install_live_view(app: faust.App, usage_topic: TopicT, flush_seconds: float)
     after commits."""
     live = LiveUsage(app, usage_topic)
 
-    @app.timer(interval=flush_seconds)  # type: ignore[untyped-decorator]
-    async def flush_live_usage() -> None:
-        await live.flush()
+    tick = min(WRITE_TICK_SECONDS, flush_seconds)
+
+    @app.timer(interval=tick)  # type: ignore[untyped-decorator]
+    async def write_live_usage() -> None:
+        await live.write_due(tick, flush_seconds)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:

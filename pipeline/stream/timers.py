@@ -1,4 +1,4 @@
-"""The worker's timers: alerts left in the outbox, credit expiry (on the leader), the
+"""The worker's timers: alerts left in the outbox, credit expiry (every worker), the
 consumer lag gauge and the count of prices overdue for verification. Each one logs a
 failure and tries again on its next tick."""
 
@@ -45,7 +45,7 @@ def install(
             metrics.db_errors.labels("alert_outbox").inc()
             log.warning("alert publishing failed, will retry: %r", exc)
 
-    @app.timer(interval=settings.expiry_interval_seconds, on_leader=True)  # type: ignore[untyped-decorator]
+    @app.timer(interval=settings.expiry_interval_seconds)  # type: ignore[untyped-decorator]
     async def expire_credits() -> None:
         try:
             expired = await asyncio.to_thread(_expire_now, database_url)

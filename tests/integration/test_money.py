@@ -10,7 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -324,6 +326,30 @@ def test_expiry_is_recorded_and_keeps_the_chain(db: str) -> None:
     ]
     with psycopg.connect(db) as conn:
         assert expire(conn, datetime.now(UTC)) == 0
+        assert reconcile(conn) == []
+
+
+def test_expiry_on_every_worker_at_once_expires_each_source_once(db: str) -> None:
+    """Each worker runs the expiry timer (no leader): runs that overlap expire a source once."""
+    past = datetime.now(UTC) - timedelta(hours=1)
+    users = [new_user(db, credits=500, expires_at=past) for _ in range(20)]
+    start = threading.Barrier(4)
+
+    def worker() -> int:
+        with psycopg.connect(db) as conn:
+            start.wait()
+            return expire(conn, datetime.now(UTC))
+
+    with ThreadPoolExecutor(4) as pool:
+        expired = list(pool.map(lambda _: worker(), range(4)))
+    assert sum(expired) == 20 * 500
+    assert rows(
+        db,
+        "SELECT count(*), sum(amount) FROM credit_deduction_ledger "
+        "WHERE reason = 'expiration' AND user_id = ANY(%s)",
+        users,
+    ) == [(20, -20 * 500)]
+    with psycopg.connect(db) as conn:
         assert reconcile(conn) == []
 
 

@@ -14,6 +14,7 @@ from pipeline.core.live_usage import (
     day_deltas,
     day_start,
     merge_json,
+    paced_writes,
     parse_user_id,
     view,
 )
@@ -105,3 +106,26 @@ def test_view_body_is_marked_live_and_best_effort():
     }  # fmt: skip
     assert "books" in body["note"]
     assert view(BOB, date(2026, 3, 1), DayTotals())["requests"] == 0
+
+
+def test_paced_writes_spread_an_interval_of_deltas_evenly_over_its_ticks() -> None:
+    # 1,000 deltas, 50 ticks an interval: 20 a tick, nothing owed
+    assert paced_writes(0.0, 1000, 1 / 50, 50) == (20, 0.0)
+    # never more than `most` a tick, and no debt piles up beyond it
+    assert paced_writes(0.0, 100_000, 1 / 50, 50) == (50, 0.0)
+    # 3 deltas, 36,000 ticks an interval (a 1-hour interval, 0.1 s ticks): fractions carry
+    owed, written, ticks = 0.0, 0, 0
+    while not written:
+        count, owed = paced_writes(owed, 3, 1 / 36_000, 50)
+        written, ticks = written + count, ticks + 1
+    assert written == 1 and 11_999 <= ticks <= 12_001  # one write a third of an hour in
+
+
+def test_paced_writes_drain_a_steady_backlog_in_about_one_interval() -> None:
+    pending, owed, arrivals = 0, 0.0, 30  # 30 new (user, day) keys a tick
+    for _ in range(500):
+        pending += arrivals
+        count, owed = paced_writes(owed, pending, 1 / 50, 10_000)
+        pending -= count
+    # Little's law: what waits is the arrivals of one interval (50 ticks)
+    assert 50 * arrivals * 0.95 <= pending <= 50 * arrivals * 1.05

@@ -393,3 +393,23 @@ def margins_command(settings: Settings, start: date, end: date, by: str, fmt: st
     with connect(settings) as conn:
         result = margin_report.margin_report(conn, start, end, by)
     click.echo(reports.render(result, fmt))
+
+
+@report_group.command(name="html")
+@click.option("--from", "start", type=DAY, required=True)
+@click.option("--to", "end", type=DAY, required=True)
+@click.option("-o", "--output", required=True,
+              type=click.Path(dir_okay=False, writable=True, path_type=Path))  # fmt: skip
+@click.pass_obj
+def html_command(settings: Settings, start: date, end: date, output: Path) -> None:
+    """One self-contained HTML page for finance, from --from to --to (UTC days, inclusive):
+    billed value, vendor cost and gross margin per day; margins by model and by tier against
+    target; the top users by spend; outstanding credits, upcoming expiries and overdraft.
+    Its tables hold the figures of `report daily`, `report margins` and `report credits`."""
+    from pipeline.money import html_report  # plotly: only this command needs it
+
+    now = datetime.now(UTC)
+    with connect(settings) as conn:
+        figures = html_report.read(conn, start, end, now, settings.usd_per_credit)
+    output.write_text(html_report.page(figures, now), encoding="utf-8")
+    click.echo(f"wrote {output} ({output.stat().st_size:,} bytes)")

@@ -19,6 +19,8 @@ CHMOD = shutil.which("chmod") or "/bin/chmod"
 JAVA_17 = 'openjdk version "17.0.2" 2022-01-18'
 JAVA_11 = 'openjdk version "11.0.22" 2024-01-16'
 JAVA_8 = 'java version "1.8.0_392"'
+OTHERS = ("mvn", "promtool", "make", "go", "chromium", "chromedriver")
+"""Every tool the script checks but java (and the system PostgreSQL)."""
 
 
 def fake(bin_dir: Path, name: str, body: str = "exit 0") -> Path:
@@ -83,9 +85,10 @@ def test_nothing_installed_is_one_line_naming_every_tool(bin_dir: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "toolchain: missing java 17+, mvn, promtool, make, go: apt-get install "
-        "openjdk-17-jdk-headless maven prometheus make golang-go (Debian/Ubuntu, as root) "
-        "or brew install openjdk@17 maven prometheus make go (macOS)"
+        "toolchain: missing java 17+, mvn, promtool, make, go, chromium, chromedriver: "
+        "apt-get install openjdk-17-jdk-headless maven prometheus make golang-go chromium "
+        "chromium-driver (Debian/Ubuntu, as root) "
+        "or brew install openjdk@17 maven prometheus make go chromium chromedriver (macOS)"
     ]
     assert not log.exists()
 
@@ -93,10 +96,19 @@ def test_nothing_installed_is_one_line_naming_every_tool(bin_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("present", "missing", "debian"),
     [
-        (["mvn", "make", "go"], "java 17+, promtool", "openjdk-17-jdk-headless prometheus"),
-        (["java", "promtool", "make", "go"], "mvn", "maven"),
-        (["java", "mvn", "promtool", "go"], "make", "make"),
-        (["java", "mvn", "promtool", "make"], "go", "golang-go"),
+        (
+            ["mvn", "make", "go", "chromium", "chromedriver"],
+            "java 17+, promtool",
+            "openjdk-17-jdk-headless prometheus",
+        ),
+        (["java", "promtool", "make", "go", "chromium", "chromedriver"], "mvn", "maven"),
+        (["java", "mvn", "promtool", "go", "chromium", "chromedriver"], "make", "make"),
+        (["java", "mvn", "promtool", "make", "chromium", "chromedriver"], "go", "golang-go"),
+        (
+            ["java", "mvn", "promtool", "make", "go"],
+            "chromium, chromedriver",
+            "chromium chromium-driver",
+        ),
     ],
 )
 def test_the_line_names_exactly_the_missing_tools(
@@ -118,7 +130,7 @@ def test_a_java_older_than_17_counts_as_missing(
     bin_dir: Path, version_line: str, major: int
 ) -> None:
     fake_java(bin_dir, version_line)
-    for name in ("mvn", "promtool", "make", "go"):
+    for name in OTHERS:
         fake(bin_dir, name)
     result = run(bin_dir)
     assert result.returncode == 1
@@ -134,7 +146,7 @@ def test_with_every_tool_present_it_succeeds_and_installs_nothing(
     bin_dir: Path, install: str
 ) -> None:
     fake_java(bin_dir, JAVA_17)
-    for name in ("mvn", "promtool", "make", "go"):
+    for name in OTHERS:
         fake(bin_dir, name)
     log = fake_apt_get(bin_dir)
     result = run(bin_dir, install)
@@ -144,8 +156,8 @@ def test_with_every_tool_present_it_succeeds_and_installs_nothing(
 
 def test_it_installs_only_the_missing_packages_with_apt_get(bin_dir: Path) -> None:
     fake_java(bin_dir, JAVA_17)
-    fake(bin_dir, "make")
-    fake(bin_dir, "go")
+    for name in ("make", "go", "chromium", "chromedriver"):
+        fake(bin_dir, name)
     log = fake_apt_get(bin_dir, installs={"mvn": "exit 0", "promtool": "exit 0"})
     result = run(bin_dir, "always")  # as `auto` does as root
     assert result.returncode == 0, result.stderr
@@ -158,7 +170,7 @@ def test_it_installs_only_the_missing_packages_with_apt_get(bin_dir: Path) -> No
 
 def test_an_install_that_leaves_a_tool_missing_still_fails_in_one_line(bin_dir: Path) -> None:
     fake_java(bin_dir, JAVA_11)
-    for name in ("mvn", "promtool", "make", "go"):
+    for name in OTHERS:
         fake(bin_dir, name)
     log = fake_apt_get(bin_dir)
     result = run(bin_dir, "always")
@@ -192,7 +204,7 @@ def test_an_unknown_install_mode_is_refused(bin_dir: Path) -> None:
 
 def test_a_missing_system_postgresql_is_named(bin_dir: Path) -> None:
     fake_java(bin_dir, JAVA_17)
-    for name in ("mvn", "promtool", "make", "go"):
+    for name in OTHERS:
         fake(bin_dir, name)
     result = run(bin_dir, postgres=False)
     assert result.returncode == 1

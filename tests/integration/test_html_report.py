@@ -26,6 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from pipeline.money.html_report import TOP_USERS
 from pipeline.money.margins import approve, propose
+from pipeline.schema import logins
 from tests.integration.pipeline_harness import make_event
 from tests.integration.test_money import ADMIN, book, new_user, run_cli
 
@@ -116,7 +117,9 @@ def test_the_finance_page_renders_every_chart_and_holds_the_reports_figures(
 
     start, end = FIRST.date().isoformat(), (FIRST + timedelta(days=2)).date().isoformat()
     page = tmp_path / "finance.html"
-    made = run_cli(db, "report", "html", "--from", start, "--to", end, "-o", str(page))
+    with psycopg.connect(db) as conn:  # as finance makes it: its own login
+        finance = logins.login_url(conn, db, logins.FINANCE_LOGIN, "finance_reader")
+    made = run_cli(finance, "report", "html", "--from", start, "--to", end, "-o", str(page))
     assert made.exit_code == 0, made.output
     text = page.read_text()
     assert "<script src=" not in text  # plotly.js is inline: the page needs no network

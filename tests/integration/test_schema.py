@@ -373,6 +373,7 @@ def test_finance_reader_reads_the_books_and_writes_nothing(conn: psycopg.Connect
         "providers",
         "model_provider_pricing",
         "pricing_configs",
+        "user_credit_source",  # what outstanding credits are made of (report credits)
     ):
         query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
         run_as(conn, "finance_reader", query)

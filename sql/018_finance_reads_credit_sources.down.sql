@@ -1,0 +1,1 @@
+REVOKE SELECT ON user_credit_source FROM finance_reader;

@@ -273,13 +273,13 @@ async def _write_totals(cur: Cursor, plan: BatchPlan) -> None:
     users = sorted(plan.balances, key=by_int)
     ids = sorted(plan.source_amounts, key=by_int)
     days = plan.user_days
-    keys = sorted(days, key=lambda k: (k[0].int, k[1]))
-    rows = [days[k] for k in keys]
-    charged = [k for k in keys if days[k].deductions]
+    day_keys = sorted(days, key=lambda k: (k[0].int, k[1]))
+    rows = [days[k] for k in day_keys]
+    charged = [k for k in day_keys if days[k].deductions]
     models = plan.model_days
-    keys3 = sorted(models, key=lambda k: (k[0], k[1].int, k[2]))
-    m = [models[k] for k in keys3]
-    if not (users or ids or keys or keys3):
+    model_keys = sorted(models, key=lambda k: (k[0], k[1].int, k[2]))
+    m = [models[k] for k in model_keys]
+    if not (users or ids or day_keys or model_keys):
         return
     await cur.execute(
         """
@@ -327,7 +327,7 @@ async def _write_totals(cur: Cursor, plan: BatchPlan) -> None:
         (
             users, [plan.balances[u] for u in users], [last[u] for u in users],
             ids, [plan.source_amounts[i] for i in ids],
-            [k[0] for k in keys], [k[1] for k in keys],
+            [k[0] for k in day_keys], [k[1] for k in day_keys],
             [r.requests for r in rows], [r.successful_requests for r in rows],
             [r.input_tokens for r in rows], [r.output_tokens for r in rows],
             [r.processing_time_ms for r in rows], [r.vendor_cost for r in rows],
@@ -336,7 +336,7 @@ async def _write_totals(cur: Cursor, plan: BatchPlan) -> None:
             [days[k].credits for k in charged], [days[k].deductions for k in charged],
             [days[k].deducted_vendor_cost for k in charged],
             [days[k].deducted_gross_margin for k in charged],
-            [k[0] for k in keys3], [k[1] for k in keys3], [k[2] for k in keys3],
+            [k[0] for k in model_keys], [k[1] for k in model_keys], [k[2] for k in model_keys],
             [x.requests for x in m], [x.input_tokens for x in m],
             [x.output_tokens for x in m], [x.cached_input_tokens for x in m],
             [x.cache_write_tokens for x in m], [x.vendor_cost for x in m],

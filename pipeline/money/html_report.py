@@ -1,8 +1,8 @@
 """Finance's page: `report html`, one self-contained HTML file.
 
 It is made of the reports the CLI prints, so its tables carry their exact figures:
-`report daily --by model` summed per day and per model, `report daily --by user` summed per
-user (the top spenders), `report margins --by tier` and `--by model`, and `report credits`
+`report daily --by model` summed per day, `report daily --by user` summed per user (the
+top spenders), `report margins --by tier` and `--by model`, and `report credits`
 at the moment it is made. The charts are plotly figures drawn from the same figures, with
 plotly.js written into the page once, so the file opens with no network.
 """
@@ -87,7 +87,8 @@ def top_users(figures: FinanceFigures, count: int = TOP_USERS) -> Report:
     """The `count` users who spent the most credits in the period."""
     values = ("requests", "credits_deducted", "vendor_cost_usd", "gross_margin_usd")
     per_user = summed(figures.by_user, ("user_id",), values)
-    ranked = sorted(per_user.rows, key=lambda r: (-r[2], str(r[0])))[:count]
+    spent = per_user.columns.index("credits_deducted")
+    ranked = sorted(per_user.rows, key=lambda r: (-r[spent], str(r[0])))[:count]
     return Report(per_user.columns, tuple(ranked))
 
 

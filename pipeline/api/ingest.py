@@ -178,10 +178,11 @@ class Publisher:
             return self._producer, self.partitions
 
     async def _start(self) -> None:
-        await kafka_io.ensure_topic(
-            self.kafka, self.topic, self.wanted_partitions, self.replication
+        self.partitions = len(
+            await kafka_io.ensure_topic(
+                self.kafka, self.topic, self.wanted_partitions, self.replication
+            )
         )
-        self.partitions = len(await kafka_io.partitions(self.kafka, self.topic))
         producer = AIOKafkaProducer(
             **client_options(self.kafka),
             acks="all",

@@ -19,7 +19,7 @@ from pipeline.settings import Settings
 def worker(settings: Settings, loglevel: str) -> None:
     """Consume usage events, book them in PostgreSQL, publish DLQ records and alerts."""
     from pipeline.stream import event_loop
-    from pipeline.stream.app import create_app, resolve_replication, run
+    from pipeline.stream.app import create_app, resolve_partitions, resolve_replication, run
 
     event_loop.use(settings)
 
@@ -34,6 +34,7 @@ def worker(settings: Settings, loglevel: str) -> None:
     except psycopg.OperationalError as exc:
         raise click.ClickException(database_unusable(setting, database_url, exc)) from None
     settings = asyncio.run(resolve_replication(settings, kafka))
+    settings = asyncio.run(resolve_partitions(settings, kafka))
     logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # the worker's logs are Faust's
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings, database_url, kafka)

@@ -162,10 +162,11 @@ class KafkaUsageLogger(CustomLogger):  # type: ignore[misc]
     async def _ready(self) -> tuple[AIOKafkaProducer, int]:
         if self._producer is None:
             s = self.settings
-            await kafka_io.ensure_topic(
-                self.kafka, s.usage_topic, s.topic_partitions, s.topic_replication_factor
+            partitions = len(
+                await kafka_io.ensure_topic(
+                    self.kafka, s.usage_topic, s.topic_partitions, s.topic_replication_factor
+                )
             )
-            partitions = len(await kafka_io.partitions(self.kafka, s.usage_topic))
             producer = AIOKafkaProducer(
                 **client_options(self.kafka), acks="all", enable_idempotence=True,
                 linger_ms=5, max_batch_size=1 << 20,

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -14,11 +15,13 @@ from pipeline.settings import Settings
 from pipeline.stream import kafka_io, logs, refetch, timers, usage_agent
 from pipeline.stream.booker import Booker, BookingConfig
 from pipeline.stream.kafka_access import KafkaAccess, faust_credentials
-from pipeline.stream.live_view import install_live_view
+from pipeline.stream.live_view import CHANGELOG_CONFIG, changelog_topic, install_live_view
 from pipeline.stream.metrics import CONTENT_TYPE, new_metrics
 
 FETCH_BYTES_PER_PARTITION = 8 * 1024 * 1024
 METADATA_MAX_AGE_MS = 10_000
+
+log = logging.getLogger(__name__)
 
 
 async def resolve_replication(settings: Settings, kafka: KafkaAccess) -> Settings:
@@ -30,6 +33,46 @@ async def resolve_replication(settings: Settings, kafka: KafkaAccess) -> Setting
         return settings
     replication = await kafka_io.default_replication(kafka)
     return settings.model_copy(update={"topic_replication_factor": replication})
+
+
+async def resolve_partitions(settings: Settings, kafka: KafkaAccess) -> Settings:
+    """`settings` with TOPIC_PARTITIONS made the usage topic's partition count (the topic
+    created with TOPIC_PARTITIONS if it is missing); with the view on, its changelog
+    created with that count if missing, and the view off, logged, if the changelog has
+    another count. TOPIC_REPLICATION_FACTOR must be resolved.
+
+    The view writes a user's windows to the changelog partition of the usage partition the
+    user's events arrive on, so the two must have as many partitions. Left to Faust, the
+    changelog got TOPIC_PARTITIONS, or the brokers' num.partitions when a metadata request
+    had them auto-create it first; a changelog with fewer partitions than the usage topic
+    then took a write to a partition it lacks: aiokafka's "Unrecognized partition" crashed
+    Faust's producer buffer and the worker (the LiteLLM test's worker, started before the
+    usage topic existed: its consumer had it auto-created with 4 partitions, and Faust made
+    the changelog with TOPIC_PARTITIONS=2). A changelog of another count cannot hold the
+    view: the books go on without it rather than not at all."""
+    replication = settings.topic_replication_factor
+    topic = settings.usage_topic
+    count = len(
+        await kafka_io.partitions(kafka, topic)
+        or await kafka_io.ensure_topic(kafka, topic, settings.topic_partitions, replication)
+    )
+    resolved = settings.model_copy(update={"topic_partitions": count})
+    if not settings.live_usage_view:
+        return resolved
+    changelog = changelog_topic(settings.worker_id)
+    existing = await kafka_io.partitions(kafka, changelog) or await kafka_io.ensure_topic(
+        kafka, changelog, count, replication, CHANGELOG_CONFIG
+    )
+    if len(existing) == count:
+        return resolved
+    log.error(
+        "the live usage view is off: its changelog topic %s does not have the %d partitions "
+        "of %s; delete that topic to have the view again (it starts from what is booked next)",
+        changelog,
+        count,
+        topic,
+    )
+    return resolved.model_copy(update={"live_usage_view": False})
 
 
 def new_app(settings: Settings, kafka: KafkaAccess) -> tuple[faust.App, faust.TopicT]:

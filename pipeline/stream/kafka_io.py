@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -101,16 +101,20 @@ async def connection_fault(kafka: KafkaAccess) -> BaseException | None:
 
 
 async def partitions(kafka: KafkaAccess, topic: str) -> set[int]:
-    """Partitions of `topic`; empty if it does not exist."""
+    """Partitions of `topic`; empty if it does not exist.
+
+    Asks for every topic's metadata: a metadata request that names a missing topic has
+    brokers with auto.create.topics.enable create it, with their num.partitions."""
     admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
-        [described] = await admin.describe_topics([topic])
+        described = await admin.describe_topics()
     finally:
         await admin.close()
-    if described["error_code"] != 0:
-        return set()
-    return {p["partition"] for p in described["partitions"]}
+    for t in described:
+        if t["topic"] == topic and t["error_code"] == 0:
+            return {p["partition"] for p in t["partitions"]}
+    return set()
 
 
 async def read_all(kafka: KafkaAccess, topic: str) -> AsyncIterator[Record]:
@@ -170,15 +174,24 @@ _NODE_GONE = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError, Tim
 its metadata, which lists that broker until the controller fences it."""
 
 
+TOPIC_VISIBLE_SECONDS = 10.0
+"""How long a topic just created may take to appear in the brokers' metadata."""
+
+
 class TopicNotCreated(PipelineError):
     """The broker refused to create a topic (other than because it exists)."""
 
 
 async def ensure_topic(
-    kafka: KafkaAccess, topic: str, partitions: int, replication: int = -1
-) -> None:
-    """Create `topic` with `partitions` and `replication` replicas (-1: the brokers'
-    default.replication.factor) unless it exists (then it stays as it is).
+    kafka: KafkaAccess,
+    topic: str,
+    count: int,
+    replication: int = -1,
+    config: Mapping[str, str] | None = None,
+) -> set[int]:
+    """Create `topic` with `count` partitions, `replication` replicas (-1: the brokers'
+    default.replication.factor) and topic `config` unless it exists (then it stays as it is);
+    its partitions, once the brokers describe it (a new topic takes a moment to appear).
 
     The broker answers per topic in the response (aiokafka does not raise): every error
     but "already exists" is raised as TopicNotCreated.
@@ -190,7 +203,7 @@ async def ensure_topic(
             try:
                 if replication < 1:
                     replication = await _default_replication(admin)
-                new = NewTopic(topic, partitions, replication_factor=replication)
+                new = NewTopic(topic, count, replication_factor=replication, topic_configs=config)
                 response = await admin.create_topics([new])
                 break
             except _NODE_GONE:
@@ -205,6 +218,14 @@ async def ensure_topic(
         error = for_code(code)
         detail = message[0] if message and message[0] else error.description
         raise TopicNotCreated(f"topic {name!r} could not be created: {error.__name__}: {detail}")
+    deadline = asyncio.get_running_loop().time() + TOPIC_VISIBLE_SECONDS
+    while not (found := await partitions(kafka, topic)):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicNotCreated(
+                f"topic {topic!r} was created but not described within {TOPIC_VISIBLE_SECONDS} s"
+            )
+        await asyncio.sleep(NODE_RETRY_SECONDS / 5)
+    return found
 
 
 async def default_replication(kafka: KafkaAccess) -> int:

@@ -41,6 +41,17 @@ How the table is written, and why:
   forwarded once with a marker header, so two workers that disagree during a rebalance
   cannot bounce a request between them. `table_route` cannot be used: it hashes the
   table's JSON-serialized key, not the raw user id bytes the usage topic is keyed by.
+- The table's changelog records do not go through Faust's producer buffer
+  (`Topic.send_soon`): a send that fails there crashes the buffer's task and with it the
+  worker. One did when a write went to a changelog partition the producer's metadata
+  lacked (aiokafka's `AssertionError: Unrecognized partition`): the changelog had fewer
+  partitions than the usage topic (`pipeline.stream.app.resolve_partitions` now prevents
+  that at start; a usage topic given more partitions while workers run still does it).
+  `_UserPartitionedTable.send_changelog` holds each key's newest record instead, and
+  `LiveUsage` sends the held records itself: one the producer refuses, or whose delivery
+  fails, is held again and sent on a later tick, unless a newer value of its key is held
+  or in flight (each record is the key's whole value, so the newest is all the changelog
+  needs).
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from itertools import islice
 from typing import Any, cast
 from uuid import UUID
@@ -56,7 +68,7 @@ import aiohttp
 import faust
 from faust.exceptions import ConsumerNotStarted
 from faust.tables.wrappers import WindowWrapper
-from faust.types import TopicT
+from faust.types import CodecArg, FutureMessage, TopicT
 from yarl import URL
 
 from pipeline.core.live_usage import (
@@ -76,26 +88,59 @@ log = logging.getLogger(__name__)
 TABLE_NAME = "live_usage"
 PATH = "/users/{user_id}/usage/today"
 DAY = timedelta(days=1)
+MILLISECOND = timedelta(milliseconds=1)
 FORWARDED_HEADER = "X-Usage-Live-Forwarded"
 FORWARD_TIMEOUT_SECONDS = 5.0
 WRITE_TICK_SECONDS = 0.1
 """How often a share of the pending deltas is written (`LiveUsage.write_due`)."""
 FLUSH_CHUNK = 50
-"""Table writes at a time: their changelog records wait in Faust's producer buffer, and
-from 100 there (`ProducerBuffer.max_messages`) Faust holds back every incoming record
-until it ebbs (`Conductor.on_message` -> `wait_until_ebb`); writing a flush of 400 at once
-cut a worker offered 5,000 events/s to 3,700."""
+"""Table writes at a time, so that a flush never holds the event loop for long (writing a
+flush of 400 at once cut a worker offered 5,000 events/s to 3,700)."""
+
+
+CHANGELOG_CONFIG = {"cleanup.policy": "compact,delete", "retention.ms": str(DAY // MILLISECOND)}
+"""The changelog's topic config as Faust makes it for a windowed table (compacted, and
+deleted after the window's expiry), for a worker that creates it (`resolve_partitions`)."""
+
+
+def changelog_topic(app_id: str) -> str:
+    """The table's changelog topic, as Faust names it (`Collection._changelog_topic_name`)."""
+    return f"{app_id}-{TABLE_NAME}-changelog"
 
 
 class _UserPartitionedTable(faust.Table[str, Any]):
-    """A table whose next write goes to the changelog partition set in `write_partition`."""
+    """A table whose next write goes to the changelog partition set in `write_partition`,
+    and whose changelog records wait in `held`, the newest per key, for `LiveUsage` to
+    send them."""
 
     write_partition: int | None = None
+    held: dict[Any, FutureMessage]
 
     def partition_for_key(self, key: Any) -> int | None:
         if self.write_partition is None:
             raise RuntimeError(f"{TABLE_NAME}: write without a partition")
         return self.write_partition
+
+    def send_changelog(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: CodecArg | None = None,
+        value_serializer: CodecArg | None = None,
+    ) -> FutureMessage:
+        """Hold the record (serialized now) instead of Faust's `send_soon`."""
+        fut = self.changelog_topic.as_future_message(
+            key=key,
+            value=value,
+            partition=partition,
+            key_serializer=key_serializer or self.key_serializer,
+            value_serializer=value_serializer or self.value_serializer,
+            callback=self._on_changelog_sent,
+        )
+        self.held.pop(key, None)  # the newest goes last: held in the order written
+        self.held[key] = fut
+        return fut
 
 
 class LiveUsage:
@@ -112,12 +157,19 @@ class LiveUsage:
             beacon=app.tables.beacon,
             help="Live usage per user and UTC day (best effort; Postgres has the books).",
         )
+        self.table.held = {}
         app.tables.add(self.table)
         self.days = cast(WindowWrapper, self.table.tumbling(DAY, expires=DAY))
         self.pending: dict[tuple[str, date], tuple[int, DayTotals]] = {}
         """(user, day) -> (the changelog partition, what is booked but not in the table)."""
         self._owed = 0.0
         """Writes `write_due` owes, carried from tick to tick (fractions included)."""
+        self._in_flight: dict[Any, FutureMessage] = {}
+        """Table key -> its newest changelog record sent and not yet acknowledged."""
+        self._generation = 0
+        """Bumped by `forget`: a delivery failure of an older generation is not retried."""
+        self._refused = False
+        """The producer refused a record at the last try (logged when that starts and ends)."""
 
     def record(self, result: BatchResult, messages: Sequence[SourceMessage]) -> None:
         """Add a committed batch's new rows; never fails the agent (the books are done)."""
@@ -155,15 +207,26 @@ class LiveUsage:
         await self._write_oldest(count)
 
     async def flush(self) -> None:
-        """Write every pending delta into the table (and so its changelog)."""
-        while self.pending and await self._write_oldest(FLUSH_CHUNK):
+        """Write every pending delta into the table and send its changelog records."""
+        while await self._write_oldest(FLUSH_CHUNK) and self.pending:
             pass
 
+    def forget(self) -> None:
+        """Drop what is pending or held (after a revocation's flush: the partitions' next
+        owner recovers from the changelog, and a write of ours now could overwrite its)."""
+        lost = len(self.pending) + len(self.table.held)
+        if lost:
+            log.warning("live usage view: %d increments lost at a revocation", lost)
+        self.pending.clear()
+        self.table.held.clear()
+        self._in_flight.clear()
+        self._generation += 1
+
     async def _write_oldest(self, count: int) -> bool:
-        """Write the `count` oldest pending deltas and hand their changelog records to the
-        producer; False if nothing can be written now (the tables recover: a write would
-        merge into a half-recovered value) or the producer refuses."""
-        if not count or self.app.tables.recovery.in_recovery:  # type: ignore[attr-defined]
+        """Write the `count` oldest pending deltas and send the changelog records held;
+        False if nothing can be written now (the tables recover: a write would merge into
+        a half-recovered value) or the producer refuses a record."""
+        if self.app.tables.recovery.in_recovery:  # type: ignore[attr-defined]
             return False
         for key in list(islice(self.pending, count)):
             partition, delta = self.pending.pop(key)
@@ -171,12 +234,39 @@ class LiveUsage:
                 self._write(key, partition, delta)
             except Exception as exc:
                 log.warning("live usage view missed %s of %s: %r", delta, key, exc)
-        try:
-            await self.app.producer.buffer.flush()
-        except Exception as exc:  # a producer stopping; Faust flushes what it holds
-            log.warning("live usage view: flushing the producer failed: %r", exc)
-            return False
-        return True
+        return await self._send_held()
+
+    async def _send_held(self) -> bool:
+        """Send the held changelog records, oldest first; one the producer refuses stays
+        held for a later tick. False if any was refused."""
+        held, topic = self.table.held, self.table.changelog_topic
+        refused = None
+        for key, fut in list(held.items()):
+            try:
+                await topic.publish_message(fut)
+            except Exception as exc:
+                refused = exc
+                continue
+            if held.get(key) is fut:  # not replaced while the send waited
+                del held[key]
+            self._in_flight[key] = fut
+            fut.add_done_callback(partial(self._delivered, key, self._generation))
+        if (refused is not None) != self._refused:  # logged when it starts and ends
+            if refused is not None:
+                log.warning("live usage view: changelog records held for a retry: %r", refused)
+            else:
+                log.warning("live usage view: its changelog records are sent again")
+        self._refused = refused is not None
+        return not self._refused
+
+    def _delivered(self, key: Any, generation: int, fut: FutureMessage) -> None:
+        """Hold a record whose delivery failed again, if it is still its key's newest."""
+        failed = fut.cancelled() or fut.exception() is not None
+        if self._in_flight.get(key) is not fut:
+            return
+        del self._in_flight[key]
+        if failed and generation == self._generation and key not in self.table.held:
+            self.table.held[key] = FutureMessage(fut.message)
 
     def _write(self, key: tuple[str, date], partition: int, delta: DayTotals) -> None:
         user, day = key
@@ -263,6 +353,7 @@ def install_live_view(app: faust.App, usage_topic: TopicT, flush_seconds: float)
     async def _revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         await live.flush()  # the next owner recovers these from the changelog
         await app.producer.flush()
+        live.forget()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stopping(app: faust.App, **kwargs: Any) -> None:

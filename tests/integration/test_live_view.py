@@ -6,6 +6,7 @@ workers' web servers and compares with what the ledger sums to for the same UTC 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import urllib.error
@@ -19,6 +20,9 @@ from typing import Any
 import pytest
 from aiokafka.partitioner import murmur2
 
+from pipeline.ops.devstack.stack import restart_kafka
+from pipeline.stream import kafka_io
+from tests.conftest import TestStack
 from tests.integration.pipeline_harness import Harness, free_port, make_event, wait_for
 from tests.integration.test_pipeline import new_user
 
@@ -132,9 +136,108 @@ def test_live_view_equals_todays_ledger_and_ignores_duplicates(
         h.stop_worker()
 
 
-def partition_of(user: uuid.UUID) -> int:
+def test_the_view_writes_through_a_kafka_restart_and_its_changelog_keeps_every_write(
+    new_books: Callable[[], str], kafka_bootstrap: str, stack: TestStack, tmp_path: Any
+) -> None:
+    """Table writes go on while the broker stops and starts again (their changelog records
+    held and sent again by the view, not Faust's producer buffer, whose task dies with the
+    first send that raises, and the worker with it)."""
+    port = free_port()
+    # 200 users' writes paced over 20 s (one a tick): some while the broker is away
+    h = Harness(new_books(), kafka_bootstrap,
+                env_overrides=LIVE | {"LIVE_USAGE_FLUSH_SECONDS": "20"})  # fmt: skip
+    h.env_overrides["WORKER_WEB_PORT"] = str(port)
+    users = [new_user(h, credits=10_000) for _ in range(200)]
+    first = [make_event(u) for u in users]
+    h.start_worker(tmp_path)
+    try:
+        h.publish(first)
+        h.wait_booked([e["request_id"] for e in first])
+        log_from = h.log_size()
+
+        def noticed() -> bool:  # the worker has found the broker gone
+            return (
+                h.log_path is not None and "Connection refused" in h.log_path.read_text()[log_from:]
+            )
+
+        restart_kafka(stack.settings, lambda: wait_for(noticed, 30, "the worker to notice"))
+        later = [make_event(u) for u in users[:20]]
+        h.publish(later)
+        h.wait_booked([e["request_id"] for e in later])
+
+        def all_written() -> bool:
+            return h.alive() and all(matches_ledger(h, port, u) for u in users[:20])
+
+        wait_for(all_written, 60, f"the view to equal the ledger (log: {h.log_path})")
+        assert h.alive(), f"the worker died in the restart (log: {h.log_path})"
+        assert h.log_path is not None and "Crashed" not in h.log_path.read_text()
+        # what a clean stop leaves in the changelog is every write: the next start
+        # recovers a view equal to the ledger for every user
+        assert h.stop_worker() == 0
+        h.start_worker(tmp_path)
+        wait_for(lambda: h.alive() and all(matches_ledger(h, port, u) for u in users), 90,
+                 f"the recovered view to equal the ledger (log: {h.log_path})")  # fmt: skip
+    finally:
+        h.stop_worker()
+
+
+def partition_of(user: uuid.UUID, partitions: int = PARTITIONS) -> int:
     # aiokafka's (and Java's) default partitioner: murmur2 of the key, as the harness publishes
-    return (murmur2(str(user).encode()) & 0x7FFFFFFF) % PARTITIONS
+    return (murmur2(str(user).encode()) & 0x7FFFFFFF) % partitions
+
+
+def test_the_changelog_gets_the_usage_topics_partitions_whatever_topic_partitions_says(
+    new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Any
+) -> None:
+    """A usage topic of 4 partitions (made before the worker, e.g. by the brokers'
+    num.partitions) and TOPIC_PARTITIONS=2: Faust made the changelog of 2, and the first
+    write of a user on partition 2 or 3 crashed the worker ("Unrecognized partition")."""
+    port = free_port()
+    h = Harness(
+        new_books(), kafka_bootstrap, env_overrides=LIVE | {"LIVE_USAGE_FLUSH_SECONDS": "0.2"}
+    )
+    h.env_overrides["WORKER_WEB_PORT"] = str(port)
+    asyncio.run(kafka_io.ensure_topic(h.kafka(), h.usage_topic, 4))
+    users: dict[int, uuid.UUID] = {}
+    while len(users) < 4:
+        user = new_user(h, credits=10_000)
+        users.setdefault(partition_of(user, 4), user)
+    events = [make_event(u) for u in users.values()]
+    h.start_worker(tmp_path)
+    try:
+        h.publish(events)
+        h.wait_booked([e["request_id"] for e in events])
+        changelog = f"{h.worker_id}-live_usage-changelog"
+        wait_for(lambda: len(h.read(changelog)) >= 4, 30,
+                 f"a changelog record of each user (log: {h.log_path})")  # fmt: skip
+        assert {r.partition for r in h.read(changelog)} == {0, 1, 2, 3}
+        assert h.alive() and all(matches_ledger(h, port, u) for u in users.values())
+    finally:
+        h.stop_worker()
+
+
+def test_a_changelog_of_another_partition_count_turns_the_view_off_not_the_books(
+    new_books: Callable[[], str], kafka_bootstrap: str, tmp_path: Any
+) -> None:
+    port = free_port()
+    h = Harness(new_books(), kafka_bootstrap, env_overrides=LIVE)
+    h.env_overrides["WORKER_WEB_PORT"] = str(port)
+    changelog = f"{h.worker_id}-live_usage-changelog"
+    asyncio.run(kafka_io.ensure_topic(h.kafka(), changelog, PARTITIONS + 1))
+    user = new_user(h, credits=10_000)
+    event = make_event(user)
+    h.start_worker(tmp_path)
+    try:
+        h.publish([event])
+        h.wait_booked([event["request_id"]])
+        with pytest.raises(urllib.error.HTTPError) as no_page:  # no view, no page
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/users/{user}/usage/today", timeout=10)
+        assert no_page.value.code == 404
+        log = h.log_path.read_text() if h.log_path else ""
+        assert f"the live usage view is off: its changelog topic {changelog} does not have " \
+               f"the {PARTITIONS} partitions of {h.usage_topic}" in log  # fmt: skip
+    finally:
+        h.stop_worker()
 
 
 def test_any_worker_answers_for_the_owner_of_the_users_partition(

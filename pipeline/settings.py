@@ -151,8 +151,8 @@ class Settings(BaseSettings):
     )
     """LITELLM_BUFFER_EVENTS: calls the LiteLLM callback queues in memory; beyond, to the spool."""
 
-    live_usage_view: bool = Field(default=False, validation_alias="LIVE_USAGE_VIEW")
-    """LIVE_USAGE_VIEW: serve /users/{id}/usage/today from a Faust windowed table (opt-in)."""
+    live_usage_view: bool = Field(default=True, validation_alias="LIVE_USAGE_VIEW")
+    """LIVE_USAGE_VIEW: serve /users/{id}/usage/today from a Faust windowed table."""
 
     live_usage_flush_seconds: float = Field(
         default=5.0, gt=0, validation_alias="LIVE_USAGE_FLUSH_SECONDS"

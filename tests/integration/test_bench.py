@@ -114,7 +114,7 @@ def test_tiny_stream_bench_books_exactly_the_unique_valid_events(tmp_path: Path)
 def test_tiny_api_bench_checks_ingests_and_books_every_event_once(tmp_path: Path) -> None:
     out, png = tmp_path / "api.json", tmp_path / "api.png"
     done = _cli(
-        "api", "--users", "200", "--clients", "20", "--seconds", "3", "--ingest-seconds", "3",
+        "api", "--users", "200", "--clients", "50", "--seconds", "3", "--ingest-seconds", "3",
         "--repeat", "1", "--out", str(out), "--plot", str(png),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -130,7 +130,8 @@ def test_tiny_api_bench_checks_ingests_and_books_every_event_once(tmp_path: Path
         assert series["requests"] > 0 and series["errors"] == 0, (key, series)
         assert series["p99_ms"] >= series["p50_ms"] > 0, (key, series)
     assert routes[("ingest", "events", 5000.0)]["requests"] == 150  # 3 s of 50 arrays/s
-    # vegeta's open loop: 1,000 checks/s offered for 3 s, half of them each route
+    # vegeta's open loop: 1,000 checks/s offered for 3 s, half of them each route (with 20
+    # in flight at most, a loaded machine's latency spikes once held it to 2,803)
     checks = [routes[("checks", r, None)]["requests"] for r in ("balance", "entitlement")]
     assert 2_990 <= sum(checks) <= 3_010 and abs(checks[0] - checks[1]) <= 1, checks
     assert 1 <= run["pool_max_in_use"] <= run["pool_size"]
@@ -141,9 +142,9 @@ def test_tiny_api_bench_checks_ingests_and_books_every_event_once(tmp_path: Path
     assert run["background"]["publish_eps"] > 0
     verdicts = {t["name"]: t["verdict"] for t in result["summary"]["targets"]}
     assert verdicts["booked_once"] == "MET"
-    assert verdicts["balance_p99"] == "NOT MEASURED"  # 20 clients, not 1,000
+    assert verdicts["balance_p99"] == "NOT MEASURED"  # 50 clients, not 1,000
     assert verdicts["ingest_p99"] in {"MET", "MISSED"}
-    for line in ("GET balance, 20 clients", "POST events, 5,000 events/s",
+    for line in ("GET balance, 50 clients", "POST events, 5,000 events/s",
                  "connections in use", "the worker books every event once"):  # fmt: skip
         assert line in done.stdout, line
     assert png.stat().st_size > 1000

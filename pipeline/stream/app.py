@@ -52,18 +52,13 @@ async def resolve_partitions(settings: Settings, kafka: KafkaAccess) -> Settings
     view: the books go on without it rather than not at all."""
     replication = settings.topic_replication_factor
     topic = settings.usage_topic
-    count = len(
-        await kafka_io.partitions(kafka, topic)
-        or await kafka_io.ensure_topic(kafka, topic, settings.topic_partitions, replication)
-    )
+    count = len(await kafka_io.ensure_topic(kafka, topic, settings.topic_partitions, replication))
     resolved = settings.model_copy(update={"topic_partitions": count})
     if not settings.live_usage_view:
         return resolved
     changelog = changelog_topic(settings.worker_id)
-    existing = await kafka_io.partitions(kafka, changelog) or await kafka_io.ensure_topic(
-        kafka, changelog, count, replication, CHANGELOG_CONFIG
-    )
-    if len(existing) == count:
+    made = await kafka_io.ensure_topic(kafka, changelog, count, replication, CHANGELOG_CONFIG)
+    if len(made) == count:
         return resolved
     log.error(
         "the live usage view is off: its changelog topic %s does not have the %d partitions "

@@ -189,13 +189,16 @@ async def ensure_topic(
     replication: int = -1,
     config: Mapping[str, str] | None = None,
 ) -> set[int]:
-    """Create `topic` with `count` partitions, `replication` replicas (-1: the brokers'
-    default.replication.factor) and topic `config` unless it exists (then it stays as it is);
-    its partitions, once the brokers describe it (a new topic takes a moment to appear).
+    """The partitions of `topic`, created first with `count` partitions, `replication`
+    replicas (-1: the brokers' default.replication.factor) and topic `config` if it does not
+    exist (an existing topic stays as it is and needs no permission to create); a new topic's
+    once the brokers describe it (it takes a moment to appear).
 
     The broker answers per topic in the response (aiokafka does not raise): every error
     but "already exists" is raised as TopicNotCreated.
     """
+    if found := await partitions(kafka, topic):
+        return found
     admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=ADMIN_TIMEOUT_MS)
     await admin.start()
     try:

@@ -18,8 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from aiokafka.partitioner import murmur2
 
+from pipeline.core.records import partition_of
 from pipeline.ops.devstack.stack import restart_kafka
 from pipeline.stream import kafka_io
 from tests.conftest import TestStack
@@ -181,9 +181,19 @@ def test_the_view_writes_through_a_kafka_restart_and_its_changelog_keeps_every_w
         h.stop_worker()
 
 
-def partition_of(user: uuid.UUID, partitions: int = PARTITIONS) -> int:
-    # aiokafka's (and Java's) default partitioner: murmur2 of the key, as the harness publishes
-    return (murmur2(str(user).encode()) & 0x7FFFFFFF) % partitions
+def one_user_per_partition(h: Harness, partitions: int) -> dict[int, uuid.UUID]:
+    """New users, one whose events (keyed by user id, as the harness publishes) land on each
+    of `partitions` partitions."""
+    users: dict[int, uuid.UUID] = {}
+    while len(users) < partitions:
+        user = new_user(h, credits=10_000)
+        users.setdefault(partition_of(str(user).encode(), partitions), user)
+    return users
+
+
+def changelog_of(h: Harness) -> str:
+    # spelled out, not `live_view.changelog_topic`: the name Faust itself gives the table's
+    return f"{h.worker_id}-live_usage-changelog"
 
 
 def test_the_changelog_gets_the_usage_topics_partitions_whatever_topic_partitions_says(
@@ -198,16 +208,13 @@ def test_the_changelog_gets_the_usage_topics_partitions_whatever_topic_partition
     )
     h.env_overrides["WORKER_WEB_PORT"] = str(port)
     asyncio.run(kafka_io.ensure_topic(h.kafka(), h.usage_topic, 4))
-    users: dict[int, uuid.UUID] = {}
-    while len(users) < 4:
-        user = new_user(h, credits=10_000)
-        users.setdefault(partition_of(user, 4), user)
+    users = one_user_per_partition(h, 4)
     events = [make_event(u) for u in users.values()]
     h.start_worker(tmp_path)
     try:
         h.publish(events)
         h.wait_booked([e["request_id"] for e in events])
-        changelog = f"{h.worker_id}-live_usage-changelog"
+        changelog = changelog_of(h)
         wait_for(lambda: len(h.read(changelog)) >= 4, 30,
                  f"a changelog record of each user (log: {h.log_path})")  # fmt: skip
         assert {r.partition for r in h.read(changelog)} == {0, 1, 2, 3}
@@ -222,7 +229,7 @@ def test_a_changelog_of_another_partition_count_turns_the_view_off_not_the_books
     port = free_port()
     h = Harness(new_books(), kafka_bootstrap, env_overrides=LIVE)
     h.env_overrides["WORKER_WEB_PORT"] = str(port)
-    changelog = f"{h.worker_id}-live_usage-changelog"
+    changelog = changelog_of(h)
     asyncio.run(kafka_io.ensure_topic(h.kafka(), changelog, PARTITIONS + 1))
     user = new_user(h, credits=10_000)
     event = make_event(user)
@@ -248,10 +255,7 @@ def test_any_worker_answers_for_the_owner_of_the_users_partition(
         first.database_url, kafka_bootstrap, tag=first.tag, env_overrides=LIVE
     )  # one consumer group
     ports = [free_port(), free_port()]
-    users: dict[int, uuid.UUID] = {}
-    while len(users) < PARTITIONS:
-        user = new_user(first, credits=10_000)
-        users.setdefault(partition_of(user), user)
+    users = one_user_per_partition(first, PARTITIONS)
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     events = [make_event(u, started_at=midnight + timedelta(seconds=n))
               for n in range(1, 4) for u in users.values()]  # fmt: skip

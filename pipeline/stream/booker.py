@@ -28,7 +28,6 @@ from decimal import Decimal
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from pipeline.books import offsets
 from pipeline.books import transaction as books
 from pipeline.books.faults import blames_the_event
 from pipeline.books.offsets import Gap, SkippedRecords, Span, spans
@@ -190,8 +189,6 @@ class Booker:
                 return
             except SkippedRecords as skipped:
                 log.error("records were skipped, not booking the batch: %s", skipped)
-                async with self.pool.connection() as conn:
-                    await offsets.mark_rewound(conn, self.config.consumer_group, skipped.gaps)
                 result.gaps.extend(skipped.gaps)
                 return
             except (psycopg.Error, PoolTimeout, KafkaSendError) as exc:

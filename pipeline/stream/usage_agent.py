@@ -19,11 +19,12 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import faust
 from faust.types import TP, EventT
 
+from pipeline.books import offsets
 from pipeline.books.offsets import Gap
 from pipeline.core.events import Decoded
 from pipeline.settings import Settings
@@ -98,7 +99,7 @@ def install(
             started = time.monotonic()
             result = await _book_or_die(booker, events, decoded)
             if result.gaps:
-                await _rewind_and_die(app, result.gaps)
+                await _rewind_and_die(app, booker, result.gaps)
             observe_batch(metrics, result, events, time.monotonic() - started, time.time())
             logs.log_rejected(log, result, events)
             if live is not None:
@@ -202,18 +203,48 @@ async def _book_or_die(
         _die(f"batch of {len(messages)} could not be booked: {exc!r}")
 
 
-async def _rewind_and_die(app: faust.App, gaps: list[Gap]) -> NoReturn:
-    """Commit the group back to the first skipped record, then stop unacknowledged.
+async def _rewind_and_die(app: faust.App, booker: Booker, gaps: list[Gap]) -> NoReturn:
+    """Commit the group back to the first skipped record, remember the rewind in the
+    books, then stop unacknowledged.
 
-    Faust acknowledges only forward, so the rewind is a direct offset commit (the
-    transport's `_commit`), and the restart reads from there.
+    The rewind is remembered only once the commit took: a range still skipped right after
+    a rewind is taken to hold no records (`offsets.find_gaps`), so a rewind marked but not
+    committed would book past the skipped records for good. Not committed, the next start
+    refuses the same batch and rewinds again.
     """
-    rewind = {TP(g.topic, g.partition): g.expected for g in gaps}
+    where = {TP(g.topic, g.partition): g.expected for g in gaps}
+    if not await rewind(app.consumer, where):  # type: ignore[arg-type]
+        _die(f"records were skipped; rewinding to {where} was not committed")
     try:
-        await app.consumer._commit(rewind)  # type: ignore[attr-defined]
-    except Exception as exc:  # the recorded offsets still refuse the batch next time
-        log.error("rewinding %s failed: %r", rewind, exc)
-    _die(f"records were skipped; rewound {rewind}")
+        async with booker.pool.connection() as conn:
+            await offsets.mark_rewound(conn, booker.config.consumer_group, gaps)
+    except Exception as exc:  # the next start finds the gap again and rewinds again
+        log.error("the rewind to %s was not recorded in the books: %r", where, exc)
+    _die(f"records were skipped; rewound {where}")
+
+
+class Committer(Protocol):
+    """What the rewind uses of Faust's consumer."""
+
+    def assignment(self) -> set[TP]: ...
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool: ...
+
+
+async def rewind(consumer: Committer, where: dict[TP, int]) -> bool:
+    """Commit the group's offsets back to `where`; whether that took.
+
+    Faust acknowledges only forward, so this is a direct offset commit (the transport's
+    `_commit`), which leaves out partitions no longer assigned and returns False (no
+    exception) when the group rebalanced meanwhile.
+    """
+    if not set(where) <= consumer.assignment():
+        return False
+    try:
+        return await consumer._commit(where)
+    except Exception as exc:
+        log.error("rewinding %s failed: %r", where, exc)
+        return False
 
 
 def _die(why: str) -> NoReturn:

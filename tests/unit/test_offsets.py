@@ -1,7 +1,10 @@
+import asyncio
+
 from faust.types import TP
 
 from pipeline.books.offsets import Booked, Gap, Span, find_gaps, spans
 from pipeline.stream.refetch import to_seek
+from pipeline.stream.usage_agent import rewind
 
 
 def test_spans_group_offsets_per_partition_whatever_the_order() -> None:
@@ -61,3 +64,31 @@ def test_a_range_still_ahead_after_its_seek_is_left_alone() -> None:
     now = {U0: (100, 95)}
     assert to_seek(now, now, sought={U0: (100, 95)}) == {}
     assert to_seek(now, now, sought={U0: (90, 85)}) == {U0: 95}
+
+
+class _Consumer:
+    """Faust's consumer as the rewind uses it: its assignment and the transport's commit,
+    which returns False when the group rebalanced meanwhile."""
+
+    def __init__(self, assigned: set[TP], takes: bool) -> None:
+        self.assigned, self.takes = assigned, takes
+        self.committed: list[dict[TP, int]] = []
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        self.committed.append(offsets)
+        return self.takes
+
+
+def test_a_rewind_counts_only_once_its_commit_took() -> None:
+    took = _Consumer({U0, U1}, takes=True)
+    assert asyncio.run(rewind(took, {U0: 10})) is True
+    assert took.committed == [{U0: 10}]
+    # Faust's `_commit` answers False after a rebalance: the rewind did not happen.
+    assert asyncio.run(rewind(_Consumer({U0, U1}, takes=False), {U0: 10})) is False
+    # ... and commits nothing for a partition no longer assigned, answering True.
+    revoked = _Consumer({U1}, takes=True)
+    assert asyncio.run(rewind(revoked, {U0: 10, U1: 4})) is False
+    assert revoked.committed == []

@@ -235,16 +235,17 @@ async def rewind(consumer: Committer, where: dict[TP, int]) -> bool:
     """Commit the group's offsets back to `where`; whether that took.
 
     Faust acknowledges only forward, so this is a direct offset commit (the transport's
-    `_commit`), which leaves out partitions no longer assigned and returns False (no
-    exception) when the group rebalanced meanwhile.
+    `_commit`), which leaves out partitions no longer assigned (so they are checked before
+    and after) and returns False, no exception, when the group rebalanced meanwhile.
     """
     if not set(where) <= consumer.assignment():
         return False
     try:
-        return await consumer._commit(where)
+        took = await consumer._commit(where)
     except Exception as exc:
         log.error("rewinding %s failed: %r", where, exc)
         return False
+    return took and set(where) <= consumer.assignment()  # not revoked while committing
 
 
 def _die(why: str) -> NoReturn:

@@ -70,8 +70,8 @@ class _Consumer:
     """Faust's consumer as the rewind uses it: its assignment and the transport's commit,
     which returns False when the group rebalanced meanwhile."""
 
-    def __init__(self, assigned: set[TP], takes: bool) -> None:
-        self.assigned, self.takes = assigned, takes
+    def __init__(self, assigned: set[TP], takes: bool, revoke: bool = False) -> None:
+        self.assigned, self.takes, self.revoke = assigned, takes, revoke
         self.committed: list[dict[TP, int]] = []
 
     def assignment(self) -> set[TP]:
@@ -79,6 +79,8 @@ class _Consumer:
 
     async def _commit(self, offsets: dict[TP, int]) -> bool:
         self.committed.append(offsets)
+        if self.revoke:  # a rebalance took the partitions while the commit ran
+            self.assigned = set()
         return self.takes
 
 
@@ -92,3 +94,4 @@ def test_a_rewind_counts_only_once_its_commit_took() -> None:
     revoked = _Consumer({U1}, takes=True)
     assert asyncio.run(rewind(revoked, {U0: 10, U1: 4})) is False
     assert revoked.committed == []
+    assert asyncio.run(rewind(_Consumer({U0}, takes=True, revoke=True), {U0: 10})) is False

@@ -8,7 +8,8 @@ drops records it fetched while a rebalance stops its flow: a take that began bef
 rebalance and goes on after it misses them, see `pipeline.stream.refetch`), so the batch is
 not booked: the worker rewinds the group to the recorded offset and restarts. A range
 that is still skipped right after such a rewind holds no records (the broker starts past
-it, e.g. transaction markers) and is accepted.
+it, e.g. transaction markers) and is accepted, so a rewind is marked (`mark_rewound`)
+only once its offset commit took (`pipeline.stream.usage_agent.rewind`).
 """
 
 from __future__ import annotations

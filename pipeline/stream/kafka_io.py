@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -105,10 +106,10 @@ async def partitions(kafka: KafkaAccess, topic: str) -> set[int]:
 
     Asks for every topic's metadata: a metadata request that names a missing topic has
     brokers with auto.create.topics.enable create it, with their num.partitions."""
-    admin = AIOKafkaAdminClient(**client_options(kafka))
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=ADMIN_TIMEOUT_MS)
     await admin.start()
     try:
-        described = await admin.describe_topics()
+        described = await _on_a_live_node(admin.describe_topics)
     finally:
         await admin.close()
     for t in described:
@@ -173,6 +174,8 @@ _NODE_GONE = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError, Tim
 """What an admin request to a broker that just died raises: aiokafka picks the node from
 its metadata, which lists that broker until the controller fences it."""
 
+T = TypeVar("T")
+
 
 TOPIC_VISIBLE_SECONDS = 10.0
 """How long a topic just created may take to appear in the brokers' metadata."""
@@ -202,17 +205,10 @@ async def ensure_topic(
     admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=ADMIN_TIMEOUT_MS)
     await admin.start()
     try:
-        for attempt in range(NODE_ATTEMPTS):  # a broker just gone stays in the metadata a while
-            try:
-                if replication < 1:
-                    replication = await _default_replication(admin)
-                new = NewTopic(topic, count, replication_factor=replication, topic_configs=config)
-                response = await admin.create_topics([new])
-                break
-            except _NODE_GONE:
-                if attempt == NODE_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(NODE_RETRY_SECONDS)
+        if replication < 1:
+            replication = await _on_a_live_node(lambda: _default_replication(admin))
+        new = NewTopic(topic, count, replication_factor=replication, topic_configs=config)
+        response = await _on_a_live_node(lambda: admin.create_topics([new]))
     finally:
         await admin.close()
     for name, code, *message in response.topic_errors:
@@ -229,6 +225,18 @@ async def ensure_topic(
             )
         await asyncio.sleep(NODE_RETRY_SECONDS / 5)
     return found
+
+
+async def _on_a_live_node(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, asked again while it went to a broker that is gone: a broker just killed
+    stays in the metadata a while, and the admin client sends a request to any broker it
+    lists (a random one for metadata, the controller for CreateTopics)."""
+    for _ in range(NODE_ATTEMPTS - 1):
+        try:
+            return await call()
+        except _NODE_GONE:
+            await asyncio.sleep(NODE_RETRY_SECONDS)
+    return await call()
 
 
 async def default_replication(kafka: KafkaAccess) -> int:

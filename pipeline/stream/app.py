@@ -57,8 +57,8 @@ async def resolve_partitions(settings: Settings, kafka: KafkaAccess) -> Settings
     if not settings.live_usage_view:
         return resolved
     changelog = changelog_topic(settings.worker_id)
-    made = await kafka_io.ensure_topic(kafka, changelog, count, replication, CHANGELOG_CONFIG)
-    if len(made) == count:
+    found = await kafka_io.ensure_topic(kafka, changelog, count, replication, CHANGELOG_CONFIG)
+    if len(found) == count:
         return resolved
     log.error(
         "the live usage view is off: its changelog topic %s does not have the %d partitions "

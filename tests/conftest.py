@@ -41,6 +41,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pipeline import compiled
 from pipeline.ops import devstack
 from pipeline.ops.devstack import postgres
 from pipeline.ops.devstack.ports import free_port
@@ -48,6 +49,12 @@ from pipeline.ops.devstack.state import StackPaths
 from pipeline.settings import Settings
 
 T = TypeVar("T")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test runs an extension module built from an older source (`pipeline.compiled`)."""
+    if stale := compiled.stale():
+        pytest.exit(compiled.stale_message(stale), returncode=2)
 
 
 @dataclass(frozen=True)

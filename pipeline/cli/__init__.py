@@ -8,6 +8,7 @@ import sys
 import click
 from pydantic import ValidationError
 
+from pipeline import compiled
 from pipeline.settings import Settings, from_environment
 
 
@@ -46,6 +47,8 @@ def main(ctx: click.Context) -> None:
     # aiokafka logs each failed connection before it raises; a command reports the error
     # itself, in one line (the worker turns aiokafka's logs back on).
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    if stale := compiled.stale():
+        raise click.ClickException(compiled.stale_message(stale))
     ctx.obj = load_settings()
 
 

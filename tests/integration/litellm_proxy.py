@@ -77,7 +77,9 @@ def installed() -> Path:
     subprocess.run(
         [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
          "--disable-pip-version-check", PIN.replace("litellm", "litellm[proxy]", 1), "-e", f"{REPO}[litellm]"],
-        check=True, env=os.environ | {"PIP_ROOT_USER_ACTION": "ignore"},
+        # Not compiled again: this tree's extension modules are in use by the test session
+        # (a build rewrites them in place), and the venv's python imports them as they are.
+        check=True, env=os.environ | {"PIP_ROOT_USER_ACTION": "ignore", "USAGE_PIPELINE_COMPILE": "0"},
     )  # fmt: skip
     done.write_text(wanted)
     return command

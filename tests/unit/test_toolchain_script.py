@@ -19,7 +19,7 @@ CHMOD = shutil.which("chmod") or "/bin/chmod"
 JAVA_17 = 'openjdk version "17.0.2" 2022-01-18'
 JAVA_11 = 'openjdk version "11.0.22" 2024-01-16'
 JAVA_8 = 'java version "1.8.0_392"'
-OTHERS = ("mvn", "promtool", "make", "go", "chromium", "chromedriver")
+OTHERS = ("mvn", "promtool", "make", "go", "cc", "chromium", "chromedriver")
 """Every tool the script checks but java (and the system PostgreSQL)."""
 
 
@@ -85,10 +85,10 @@ def test_nothing_installed_is_one_line_naming_every_tool(bin_dir: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "toolchain: missing java 17+, mvn, promtool, make, go, chromium, chromedriver: "
-        "apt-get install openjdk-17-jdk-headless maven prometheus make golang-go chromium "
+        "toolchain: missing java 17+, mvn, promtool, make, go, cc, chromium, chromedriver: "
+        "apt-get install openjdk-17-jdk-headless maven prometheus make golang-go gcc chromium "
         "chromium-driver (Debian/Ubuntu, as root) "
-        "or brew install openjdk@17 maven prometheus make go chromium chromedriver (macOS)"
+        "or brew install openjdk@17 maven prometheus make go gcc chromium chromedriver (macOS)"
     ]
     assert not log.exists()
 
@@ -97,15 +97,16 @@ def test_nothing_installed_is_one_line_naming_every_tool(bin_dir: Path) -> None:
     ("present", "missing", "debian"),
     [
         (
-            ["mvn", "make", "go", "chromium", "chromedriver"],
+            ["mvn", "make", "go", "cc", "chromium", "chromedriver"],
             "java 17+, promtool",
             "openjdk-17-jdk-headless prometheus",
         ),
-        (["java", "promtool", "make", "go", "chromium", "chromedriver"], "mvn", "maven"),
-        (["java", "mvn", "promtool", "go", "chromium", "chromedriver"], "make", "make"),
-        (["java", "mvn", "promtool", "make", "chromium", "chromedriver"], "go", "golang-go"),
+        (["java", "promtool", "make", "go", "cc", "chromium", "chromedriver"], "mvn", "maven"),
+        (["java", "mvn", "promtool", "go", "cc", "chromium", "chromedriver"], "make", "make"),
+        (["java", "mvn", "promtool", "make", "cc", "chromium", "chromedriver"], "go", "golang-go"),
+        (["java", "mvn", "promtool", "make", "go", "chromium", "chromedriver"], "cc", "gcc"),
         (
-            ["java", "mvn", "promtool", "make", "go"],
+            ["java", "mvn", "promtool", "make", "go", "cc"],
             "chromium, chromedriver",
             "chromium chromium-driver",
         ),
@@ -156,7 +157,7 @@ def test_with_every_tool_present_it_succeeds_and_installs_nothing(
 
 def test_it_installs_only_the_missing_packages_with_apt_get(bin_dir: Path) -> None:
     fake_java(bin_dir, JAVA_17)
-    for name in ("make", "go", "chromium", "chromedriver"):
+    for name in ("make", "go", "cc", "chromium", "chromedriver"):
         fake(bin_dir, name)
     log = fake_apt_get(bin_dir, installs={"mvn": "exit 0", "promtool": "exit 0"})
     result = run(bin_dir, "always")  # as `auto` does as root

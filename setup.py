@@ -1,6 +1,6 @@
 """The booking plan's modules compiled with mypyc (`pipeline.compiled` lists them); the rest
-of the package's description is in pyproject.toml. USAGE_PIPELINE_COMPILE=0 leaves them
-plain Python."""
+of the package's description is in pyproject.toml. USAGE_PIPELINE_COMPILE=0 installs without
+compiling them (what an earlier install compiled stays beside the sources, and is imported)."""
 
 import os
 import runpy

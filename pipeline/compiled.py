@@ -5,7 +5,7 @@ They are pure, typed and run once or more per event (planning is the largest of 
 stages: docs/benchmarks.md, lever "mypyc"). A compiled module is an extension module beside
 its source, and Python imports the extension first, so a source edited or checked out
 after the install would not run at all: `stale` names such sources, and the CLI and the
-test session refuse to start with one. USAGE_PIPELINE_COMPILE=0 installs plain Python.
+test session refuse to start with one. USAGE_PIPELINE_COMPILE=0 installs without compiling.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and the check that none of them runs older than its source.
 
 They are pure, typed and run once or more per event (planning is the largest of our
-stages: docs/benchmarks.md, lever "mypyc"). A compiled module is an extension module beside
+stages: docs/benchmarks.md, the lever row on mypyc). A compiled module is an extension module beside
 its source, and Python imports the extension first, so a source edited or checked out
 after the install would not run at all: `stale` names such sources, and the CLI and the
 test session refuse to start with one. USAGE_PIPELINE_COMPILE=0 installs without compiling.
@@ -48,6 +48,6 @@ def stale(root: Path = ROOT, sources: tuple[str, ...] = SOURCES) -> list[str]:
 
 def stale_message(names: list[str]) -> str:
     return (
-        f"{', '.join(names)} changed after it was compiled, and the old build would run: "
-        "run `make dev` (or `pip install -e .`) to compile it again"
+        f"compiled before their source last changed: {', '.join(names)} (the old build would "
+        "run); run `make dev` (or `pip install -e .`) to compile again"
     )

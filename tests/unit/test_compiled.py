@@ -50,6 +50,6 @@ def test_the_cli_refuses_to_run_a_stale_build_in_one_line(monkeypatch: pytest.Mo
     result = CliRunner().invoke(cli.main, ["db", "migrate"])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
-        "Error: pipeline/core/plan.py changed after it was compiled, and the old build would "
-        "run: run `make dev` (or `pip install -e .`) to compile it again"
+        "Error: compiled before their source last changed: pipeline/core/plan.py (the old "
+        "build would run); run `make dev` (or `pip install -e .`) to compile again"
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -108,12 +109,8 @@ async def partitions(kafka: KafkaAccess, topic: str) -> set[int]:
 
     Asks for every topic's metadata: a metadata request that names a missing topic has
     brokers with auto.create.topics.enable create it, with their num.partitions."""
-    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=ADMIN_TIMEOUT_MS)
-    await admin.start()
-    try:
+    async with _admin(kafka, request_timeout_ms=ADMIN_TIMEOUT_MS) as admin:
         described = await _on_a_live_node(admin.describe_topics)
-    finally:
-        await admin.close()
     for t in described:
         if t["topic"] == topic and t["error_code"] == 0:
             return {p["partition"] for p in t["partitions"]}
@@ -146,15 +143,14 @@ async def read_all(kafka: KafkaAccess, topic: str) -> AsyncIterator[Record]:
 
 async def group_lag(kafka: KafkaAccess, group: str, topic: str) -> int | None:
     """Messages of `topic` not yet committed by `group`; None before its first commit."""
-    admin = AIOKafkaAdminClient(**client_options(kafka))
-    consumer = AIOKafkaConsumer(**client_options(kafka))
-    await admin.start()
-    await consumer.start()
-    try:
+    async with _admin(kafka) as admin:
         try:
             committed = await admin.list_consumer_group_offsets(group)
         except GroupCoordinatorNotAvailableError:  # the broker is still electing it
             return None
+    consumer = AIOKafkaConsumer(**client_options(kafka))
+    await consumer.start()
+    try:
         tps = [TopicPartition(topic, p) for p in await partitions(kafka, topic)]
         ends = await consumer.end_offsets(tps)
         mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
@@ -164,6 +160,16 @@ async def group_lag(kafka: KafkaAccess, group: str, topic: str) -> int | None:
         return lag
     finally:
         await consumer.stop()
+
+
+@asynccontextmanager
+async def _admin(kafka: KafkaAccess, **options: int) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client of `kafka` (with aiokafka `options`), closed on the way out."""
+    admin = AIOKafkaAdminClient(**client_options(kafka), **options)
+    await admin.start()
+    try:
+        yield admin
+    finally:
         await admin.close()
 
 
@@ -202,15 +208,11 @@ async def ensure_topic(
     """
     if found := await partitions(kafka, topic):
         return found
-    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=ADMIN_TIMEOUT_MS)
-    await admin.start()
-    try:
+    async with _admin(kafka, request_timeout_ms=ADMIN_TIMEOUT_MS) as admin:
         if replication < 1:
             replication = await _on_a_live_node(lambda: _default_replication(admin))
         new = NewTopic(topic, count, replication_factor=replication, topic_configs=config)
         response = await _on_a_live_node(lambda: admin.create_topics([new]))
-    finally:
-        await admin.close()
     for name, code, *message in response.topic_errors:
         if code in (0, TopicAlreadyExistsError.errno):
             continue
@@ -241,12 +243,8 @@ async def _on_a_live_node(call: Callable[[], Awaitable[T]]) -> T:
 
 async def default_replication(kafka: KafkaAccess) -> int:
     """The brokers' default.replication.factor (as one broker reports it)."""
-    admin = AIOKafkaAdminClient(**client_options(kafka))
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         return await _default_replication(admin)
-    finally:
-        await admin.close()
 
 
 async def _default_replication(admin: AIOKafkaAdminClient) -> int:
